@@ -1,0 +1,244 @@
+"""Preferences: target levels for a subset of the objectives, and how they reach the policy.
+
+A preference names some objectives and a target level for each; the others are unconstrained
+(mask 0). It is rendered into the policy's system message and can be parsed back from it.
+
+Shapes: b = batch, k = objectives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from moslim.objectives import ObjectiveSet
+
+
+@dataclass(frozen=True)
+class Preference:
+    """Target levels for some objectives, e.g. ``{"helpfulness": 4, "verbosity": 1}``."""
+
+    targets: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, targets: Mapping[str, int] | None = None, /, **kw: int) -> Preference:
+        merged = dict(targets or {}, **kw)
+        return cls(tuple(sorted((str(k), int(v)) for k, v in merged.items())))
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.targets)
+
+    def __contains__(self, name: object) -> bool:
+        return any(n == name for n, _ in self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def validate(self, objectives: ObjectiveSet, where: str = "") -> Preference:
+        """Raise ValueError for an unknown objective or a level out of range; return self."""
+        prefix = f"{where}: " if where else ""
+        for name, level in self.targets:
+            if name not in objectives:
+                raise ValueError(
+                    f"{prefix}unknown objective {name!r} in preference; "
+                    f"valid objectives: {', '.join(objectives.names)}"
+                )
+            objectives[name].check_level(level, where)
+        return self
+
+    # -- text forms -----------------------------------------------------------------------------
+    def to_string(self) -> str:
+        """``"helpfulness=4,verbosity=1"`` (the CLI's ``--prefer`` form); ``""`` for no targets."""
+        return ",".join(f"{n}={v}" for n, v in self.targets)
+
+    @classmethod
+    def parse(cls, text: str, objectives: ObjectiveSet | None = None) -> Preference:
+        """Parse ``"helpfulness=4,verbosity=1"`` (or a JSON object) into a Preference."""
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"preference {text!r} is not valid JSON: {err}") from None
+            pref = cls.of(data)
+        else:
+            targets: dict[str, int] = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                name, sep, value = part.partition("=")
+                if not sep or not value.strip().lstrip("-").isdigit():
+                    raise ValueError(
+                        f"preference part {part!r} should look like 'objective=level', e.g. 'verbosity=1'"
+                    )
+                targets[name.strip()] = int(value)
+            pref = cls.of(targets)
+        return pref.validate(objectives) if objectives is not None else pref
+
+
+def to_tensors(
+    preferences: Sequence[Preference], objectives: ObjectiveSet
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``targets`` (b, k) long and ``mask`` (b, k) float; unnamed objectives get 0 / 0."""
+    targets = torch.zeros(len(preferences), len(objectives), dtype=torch.long)
+    mask = torch.zeros(len(preferences), len(objectives), dtype=torch.float32)
+    for b, pref in enumerate(preferences):
+        for name, level in pref.targets:
+            i = objectives.index(name)
+            targets[b, i] = objectives.objectives[i].check_level(level)
+            mask[b, i] = 1.0
+    return targets, mask
+
+
+# -- sampling and grids -----------------------------------------------------------------------
+class PreferenceSampler:
+    """Seeded sampler of preferences for RL.
+
+    ``num_named`` is how many objectives a preference names: an int, or ``(low, high)`` drawn
+    uniformly (inclusive). ``level_weights`` optionally gives per objective a weight per level
+    (default uniform over levels).
+    """
+
+    def __init__(
+        self,
+        objectives: ObjectiveSet,
+        num_named: int | tuple[int, int] = (1, 2),
+        level_weights: Mapping[str, Sequence[float]] | None = None,
+        seed: int = 0,
+    ):
+        low, high = (num_named, num_named) if isinstance(num_named, int) else tuple(num_named)
+        if not 0 <= low <= high <= len(objectives):
+            raise ValueError(
+                f"num_named={num_named!r} must lie within 0-{len(objectives)} "
+                f"(the number of objectives) with low <= high"
+            )
+        level_weights = dict(level_weights or {})
+        for name, weights in level_weights.items():
+            n = objectives[name].num_levels
+            if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError(
+                    f"level_weights[{name!r}] must be {n} non-negative weights with a positive sum, "
+                    f"got {list(weights)}"
+                )
+        self.objectives = objectives
+        self.low, self.high = low, high
+        self.level_weights = level_weights
+        self.rng = random.Random(seed)
+
+    def sample(self) -> Preference:
+        count = self.rng.randint(self.low, self.high)
+        names = self.rng.sample(self.objectives.names, count)
+        targets = {}
+        for name in names:
+            n = self.objectives[name].num_levels
+            weights = self.level_weights.get(name)
+            targets[name] = self.rng.choices(range(n), weights=weights)[0] if weights else self.rng.randrange(n)
+        return Preference.of(targets)
+
+    def sample_many(self, n: int) -> list[Preference]:
+        return [self.sample() for _ in range(n)]
+
+
+def single_objective_grid(objectives: ObjectiveSet, names: Iterable[str] | None = None) -> list[Preference]:
+    """Each objective alone at each of its levels."""
+    names = list(names) if names is not None else objectives.names
+    return [Preference.of({n: lvl}) for n in names for lvl in range(objectives[n].num_levels)]
+
+
+def pair_grid(
+    objectives: ObjectiveSet,
+    pairs: Iterable[tuple[str, str]] | None = None,
+    levels: Mapping[str, Sequence[int]] | None = None,
+) -> list[Preference]:
+    """Every pair of objectives (or the given pairs) on a grid of levels (default: all levels)."""
+    pairs = list(pairs) if pairs is not None else list(itertools.combinations(objectives.names, 2))
+    levels = dict(levels or {})
+    grid = []
+    for a, b in pairs:
+        la = levels.get(a, range(objectives[a].num_levels))
+        lb = levels.get(b, range(objectives[b].num_levels))
+        grid += [Preference.of({a: x, b: y}) for x in la for y in lb]
+    return grid
+
+
+# -- rendering into prompts -------------------------------------------------------------------
+DEFAULT_HEADER = (
+    "You are a helpful assistant. Shape your answer to the user's preferences below "
+    "(level 0 is the lowest)."
+)
+DEFAULT_LINE = "- {name}: level {level} of 0-{max_level} ({description})"
+DEFAULT_EMPTY = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a preference becomes a system message.
+
+    ``line`` is formatted once per named objective with ``name``, ``level``, ``max_level`` and
+    ``description`` (the level's one-line description); it must contain ``{name}`` and ``{level}``
+    so the preference can be parsed back. ``empty`` is the system message when nothing is named.
+    """
+
+    header: str = DEFAULT_HEADER
+    line: str = DEFAULT_LINE
+    empty: str = DEFAULT_EMPTY
+    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for needed in ("{name}", "{level}"):
+            if needed not in self.line:
+                raise ValueError(f"prompt template line {self.line!r} must contain {needed}")
+        pattern = re.escape(self.line)
+        groups = {"name": r"(?P<name>[a-z][a-z0-9_]*)", "level": r"(?P<level>\d+)",
+                  "max_level": r"\d+", "description": r".*?"}
+        for key, group in groups.items():
+            pattern = pattern.replace(re.escape("{" + key + "}"), group, 1)
+        object.__setattr__(self, "_regex", re.compile("^" + pattern + "$"))
+
+    def render(self, preference: Preference, objectives: ObjectiveSet) -> str:
+        preference.validate(objectives)
+        if not preference.targets:
+            return self.empty
+        # Objectives appear in the objective set's order, so one preference always renders the same.
+        lines = [self.header] if self.header else []
+        for obj in objectives:
+            if obj.name in preference:
+                level = preference.as_dict()[obj.name]
+                lines.append(self.line.format(name=obj.name, level=level, max_level=obj.num_levels - 1,
+                                              description=obj.levels[level]))
+        return "\n".join(lines)
+
+    def parse(self, system_message: str, objectives: ObjectiveSet | None = None) -> Preference:
+        targets = {}
+        for text in system_message.splitlines():
+            match = self._regex.match(text.strip())
+            if match:
+                targets[match["name"]] = int(match["level"])
+        pref = Preference.of(targets)
+        return pref.validate(objectives) if objectives is not None else pref
+
+    def to_dict(self) -> dict[str, str]:
+        return {"header": self.header, "line": self.line, "empty": self.empty}
+
+
+def build_messages(
+    question: str | list[dict], preference: Preference, objectives: ObjectiveSet,
+    template: PromptTemplate | None = None,
+) -> list[dict]:
+    """Chat messages for the policy: the rendered system message, then the user's turn(s)."""
+    template = template or PromptTemplate()
+    turns = [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
+    turns = [t for t in turns if t.get("role") != "system"]
+    return [{"role": "system", "content": template.render(preference, objectives)}, *turns]
+
+
+def preference_from_messages(messages: list[dict], objectives: ObjectiveSet,
+                             template: PromptTemplate | None = None) -> Preference:
+    """Parse the preference back out of a chat's system message (empty if there is none)."""
+    template = template or PromptTemplate()
+    system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+    return template.parse(system, objectives)
