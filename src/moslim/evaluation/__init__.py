@@ -1,0 +1,1 @@
+"""Evaluation: controllability metrics, Pareto fronts, judges, plots and the report."""
