@@ -98,7 +98,8 @@ def _convert_gguf(gguf_path: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     log.info("converting %s into %s (once)", gguf_path.name, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -119,6 +120,25 @@ def _convert_gguf(gguf_path: Path, target: Path) -> Path:
         raise
     log.info("converted in %.1f s", time.perf_counter() - start)
     return target
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temp folders left by conversions whose process no longer runs (killed half-way)."""
+    for tmp in target.parent.glob(f".{target.name}.*"):
+        pid = tmp.name.split(".")[2] if tmp.name.count(".") >= 3 else ""
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _hub_offline() -> bool:

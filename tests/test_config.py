@@ -1,0 +1,57 @@
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+from moslim.config import load_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-4  # learning rate
+    steps: int = 10
+    schedule: Literal["linear", "cosine"] = "linear"
+
+
+@dataclass
+class Job:
+    name: str = "run"
+    model: str | None = None
+    layers: list[int] = field(default_factory=list)
+    optim: Optim = field(default_factory=Optim)
+    trl: dict[str, Any] = field(default_factory=dict)  # passed through to TRL
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_dotted_overrides_build_typed_config(tmp_path):
+    path = write(tmp_path, "name: a\noptim:\n  lr: 3e-4\n  steps: 5\ntrl:\n  beta: 0.1\n")
+    cfg = load_config(Job, path, ["optim.steps=7", "layers=[1, 2]", "trl.num_generations=4"])
+    assert cfg.optim.lr == pytest.approx(3e-4) and cfg.optim.steps == 7
+    assert cfg.layers == [1, 2] and cfg.trl == {"beta": 0.1, "num_generations": 4}
+    assert cfg.model is None
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key 'stpes' in Optim; did you mean 'steps'\?"):
+        load_config(Job, write(tmp_path, "optim:\n  stpes: 3\n"))
+    with pytest.raises(ValueError, match="unknown key 'optimiser'"):
+        load_config(Job, None, ["optimiser.lr=1"])
+
+
+def test_wrong_types_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match=r"optim:steps: expected an integer, got 'many'"):
+        load_config(Job, write(tmp_path, "optim:\n  steps: many\n"))
+    with pytest.raises(ValueError, match=r"'adam' is not one of 'linear', 'cosine'"):
+        load_config(Job, None, ["optim.schedule=adam"])
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="section.field=value"):
+        load_config(Job, None, ["optim.lr"])
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(Job, tmp_path / "nope.yaml")

@@ -1,0 +1,115 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moslim.objectives import ObjectiveSet
+from moslim.preferences import (
+    Preference,
+    PreferenceSampler,
+    PromptTemplate,
+    build_messages,
+    pair_grid,
+    preference_from_messages,
+    single_objective_grid,
+    to_tensors,
+)
+
+OBJ = ObjectiveSet.from_dict({"objectives": [
+    {"name": "helpfulness", "levels": ["low", "mid", "high"]},
+    {"name": "verbosity", "levels": ["one sentence", "short", "medium", "long"]},
+    {"name": "harmlessness", "levels": ["harmful", "harmless"]},
+]})
+
+
+def test_to_tensors_sets_targets_and_mask():
+    targets, mask = to_tensors([Preference.of(verbosity=3), Preference.of(helpfulness=2, harmlessness=1)], OBJ)
+    assert targets.tolist() == [[0, 3, 0], [2, 0, 1]]
+    assert mask.tolist() == [[0, 1, 0], [1, 0, 1]]
+
+
+def test_unknown_objective_and_out_of_range_level_are_errors():
+    with pytest.raises(ValueError, match="unknown objective 'humour'.*valid objectives"):
+        Preference.of(humour=1).validate(OBJ)
+    with pytest.raises(ValueError, match="out of range 0-1"):
+        Preference.of(harmlessness=2).validate(OBJ)
+
+
+def test_string_form_parses_back():
+    pref = Preference.parse("verbosity=1, helpfulness=2", OBJ)
+    assert pref.as_dict() == {"helpfulness": 2, "verbosity": 1}
+    assert Preference.parse(pref.to_string()) == pref
+    assert Preference.parse('{"verbosity": 3}') == Preference.of(verbosity=3)
+    with pytest.raises(ValueError, match="objective=level"):
+        Preference.parse("verbosity:1")
+
+
+def test_sampler_is_seeded_and_respects_num_named():
+    a = PreferenceSampler(OBJ, num_named=(1, 2), seed=3).sample_many(50)
+    b = PreferenceSampler(OBJ, num_named=(1, 2), seed=3).sample_many(50)
+    assert a == b
+    assert all(1 <= len(p) <= 2 for p in a)
+    assert {len(p) for p in a} == {1, 2}
+    for p in a:
+        p.validate(OBJ)
+
+
+def test_sampler_level_weights_are_followed():
+    sampler = PreferenceSampler(OBJ, num_named=3, level_weights={"verbosity": [0, 0, 0, 1]}, seed=0)
+    assert all(p.as_dict()["verbosity"] == 3 for p in sampler.sample_many(20))
+    with pytest.raises(ValueError, match="level_weights"):
+        PreferenceSampler(OBJ, level_weights={"verbosity": [1, 1]})
+    with pytest.raises(ValueError, match="num_named"):
+        PreferenceSampler(OBJ, num_named=4)
+
+
+def test_grids_cover_every_level_and_pair():
+    single = single_objective_grid(OBJ)
+    assert len(single) == 3 + 4 + 2
+    pairs = pair_grid(OBJ, pairs=[("helpfulness", "verbosity")], levels={"verbosity": [0, 3]})
+    assert [p.as_dict() for p in pairs] == [
+        {"helpfulness": h, "verbosity": v} for h in range(3) for v in (0, 3)
+    ]
+    assert len(pair_grid(OBJ)) == 3 * 4 + 3 * 2 + 4 * 2
+
+
+def test_render_quotes_level_descriptions():
+    text = PromptTemplate().render(Preference.of(verbosity=0, helpfulness=2), OBJ)
+    assert "- helpfulness: level 2 of 0-2 (high)" in text
+    assert "- verbosity: level 0 of 0-3 (one sentence)" in text
+    assert text.index("helpfulness") < text.index("verbosity")
+
+
+def test_custom_template_needs_name_and_level():
+    with pytest.raises(ValueError, match="must contain"):
+        PromptTemplate(line="{name} please")
+
+
+preferences = st.dictionaries(
+    st.sampled_from(OBJ.names), st.integers(0, 10), max_size=3
+).map(lambda d: Preference.of({k: v % OBJ[k].num_levels for k, v in d.items()}))
+templates = st.sampled_from([
+    PromptTemplate(),
+    PromptTemplate(header="Targets:", line="* {name} -> {level}/{max_level}: {description}", empty="Hi."),
+    PromptTemplate(header="", line="{description} [{name}={level}]"),
+])
+
+
+@settings(max_examples=200, deadline=None)
+@given(pref=preferences, template=templates)
+def test_preference_survives_render_and_parse(pref, template):
+    messages = build_messages("What is the capital of France?", pref, OBJ, template)
+    assert messages[0]["role"] == "system" and messages[-1]["content"].startswith("What")
+    assert preference_from_messages(messages, OBJ, template) == pref
+
+
+def test_build_messages_replaces_an_existing_system_turn():
+    chat = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
+    messages = build_messages(chat, Preference.of(verbosity=1), OBJ)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert "verbosity: level 1" in messages[0]["content"]
+
+
+def test_targets_tensor_dtype():
+    targets, mask = to_tensors([Preference()], OBJ)
+    assert targets.dtype == torch.long and mask.sum() == 0
