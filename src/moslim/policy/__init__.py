@@ -1,0 +1,1 @@
+"""Policy optimisation with the MOSLIM reward: the TRL reward callable, RL training, generation."""

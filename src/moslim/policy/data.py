@@ -1,0 +1,92 @@
+"""The RL prompt dataset: each prompt paired with a sampled preference rendered into its system message.
+
+Rows carry ``prompt`` (chat messages: the rendered system message, then the user's turn; TRL applies
+the policy's chat template), ``preference`` (``Preference.to_string()``, read by the reward), and
+``question`` / ``id`` for logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset
+
+from moslim.data.schema import PromptRecord, prompt_text
+from moslim.objectives import ObjectiveSet
+from moslim.preferences import PreferenceSampler, PromptTemplate, build_messages
+
+log = logging.getLogger(__name__)
+
+
+def read_prompt_records(path: str | Path) -> list[PromptRecord]:
+    """PromptRecord JSONL (``{"id", "prompt", "source", "tags"}``); ``moslim.data.read_prompts`` when present."""
+    try:
+        from moslim.data import read_prompts  # the data package's validating reader
+    except ImportError:
+        return _read_jsonl_prompts(Path(path))
+    return list(read_prompts(path))
+
+
+def _read_jsonl_prompts(path: Path) -> list[PromptRecord]:
+    if not path.exists():
+        raise ValueError(f"prompt file {path} does not exist")
+    records = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: not valid JSON: {err}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str | list) or not row["prompt"]:
+            raise ValueError(f"{path}:{line_no}: expected an object with a non-empty 'prompt', got {line[:80]!r}")
+        records.append(PromptRecord(id=str(row.get("id", f"{path.stem}-{line_no}")), prompt=row["prompt"],
+                                    source=row.get("source", ""), tags=row.get("tags") or {}))
+    if not records:
+        raise ValueError(f"{path}: no prompts")
+    return records
+
+
+def load_template(path: str | Path | None) -> PromptTemplate:
+    """A PromptTemplate from YAML (``header``, ``line``, ``empty``), or the default when ``path`` is None."""
+    if path is None:
+        return PromptTemplate()
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    unknown = set(data) - {"header", "line", "empty"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected 'header', 'line', 'empty'")
+    return PromptTemplate(**data)
+
+
+def save_template(template: PromptTemplate, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(template.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, *,
+                     num_named: int | tuple[int, int] = (1, 2), preferences_per_prompt: int = 1,
+                     seed: int = 0, template: PromptTemplate | None = None) -> Dataset:
+    """Pair each prompt with ``preferences_per_prompt`` seeded preferences (one row each).
+
+    The same seed gives the same rows, so a resumed run sees the data it was trained on.
+    """
+    if preferences_per_prompt < 1:
+        raise ValueError(f"preferences_per_prompt must be >= 1, got {preferences_per_prompt}")
+    sampler = PreferenceSampler(objectives, num_named=num_named, seed=seed)
+    template = template or PromptTemplate()
+    rows: dict[str, list] = {"id": [], "prompt": [], "preference": [], "question": []}
+    for record in records:
+        for _ in range(preferences_per_prompt):
+            preference = sampler.sample()
+            rows["id"].append(record.id)
+            rows["prompt"].append(build_messages(record.prompt, preference, objectives, template))
+            rows["preference"].append(preference.to_string())
+            rows["question"].append(prompt_text(record.prompt))
+    log.info("RL dataset: %d rows from %d prompts", len(rows["id"]), len(records))
+    return Dataset.from_dict(rows)

@@ -1,0 +1,311 @@
+"""RL training of one policy against the MOSLIM reward (TRL GRPO or RLOO).
+
+The recipe: load the reward model (its objectives are the policy's), build the prompt dataset with
+seeded preferences in the system message, build TRL's trainer with our reward callable, train with
+checkpoints (resuming from the last complete one), save the policy with its objectives and prompt
+template in ``output_dir/final/``, and write ``output_dir/moslim_run.json`` last.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import TrainerCallback
+
+from moslim import models
+from moslim.config import to_dict
+from moslim.objectives import ObjectiveSet
+from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
+from moslim.policy.reward_fn import MoslimReward, Scorer
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "moslim_run.json"
+
+
+# -- config -----------------------------------------------------------------------------------
+@dataclass
+class LoraSection:
+    enabled: bool = False  # LoRA instead of full fine-tuning (not faster on CPU, measured; saves memory on GPU)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    save: Literal["merged", "adapter"] = "merged"  # final/ holds merged weights, or the adapter alone
+
+
+@dataclass
+class PolicySection:
+    model: str = "smollm2-135m-instruct"  # built-in name, local folder or hub id
+    dtype: Literal["float32", "bfloat16"] = "float32"  # weights' dtype; TRL's `bf16` sets autocast
+    lora: LoraSection = field(default_factory=LoraSection)
+
+
+@dataclass
+class RewardSection:
+    model: str = "runs/demo/rm"  # a folder saved by `moslim rm train`
+    method: str = "zscore"  # mapping method (moslim.reward.mapping.METHODS) or "package.module:function"
+    options: dict[str, Any] = field(default_factory=dict)  # mapping options, e.g. {stats: batch}
+
+
+@dataclass
+class DataSection:
+    prompts: str = "src/moslim/assets/demo/prompts_train.jsonl"  # PromptRecord JSONL
+    objectives: str | None = None  # YAML; default: the reward model's objective set (must match it)
+    template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
+    num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
+    preferences_per_prompt: int = 1  # rows per prompt, each with its own sampled preference
+    max_prompts: int | None = None
+    seed: int = 0  # preference sampling; the same seed rebuilds the same dataset on resume
+
+
+@dataclass
+class TrainSection:
+    algorithm: Literal["grpo", "rloo"] = "grpo"
+    rollout: Literal["auto", "fast", "trl"] = "auto"  # generation: moslim.policy.fast or TRL's own
+    output_dir: str = "runs/rl"
+    resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
+
+
+@dataclass
+class RLConfig:
+    policy: PolicySection = field(default_factory=PolicySection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    trl: dict[str, Any] = field(default_factory=dict)  # passed to GRPOConfig / RLOOConfig as is
+
+    def check(self) -> None:
+        """Cross-field checks that need no model."""
+        named = self.data.num_named
+        if len(named) not in (1, 2) or not 0 <= named[0] <= named[-1]:
+            raise ValueError(f"data.num_named must be [low, high] with 0 <= low <= high, got {named}")
+        if "output_dir" in self.trl:
+            raise ValueError("set train.output_dir, not trl.output_dir (checkpoints go under it)")
+        if self.train.algorithm == "rloo" and self.train.rollout == "fast":
+            raise ValueError("train.rollout=fast works with GRPO only (TRL's RLOOTrainer takes no rollout_func)")
+        if self.train.resume not in ("auto", "never") and not Path(self.train.resume).is_dir():
+            raise ValueError(f"train.resume={self.train.resume!r}: expected 'auto', 'never' or a checkpoint folder")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def load_scorer(path: str) -> Scorer:
+    from moslim.reward.scorer import RewardScorer
+
+    return RewardScorer.from_pretrained(path)
+
+
+def _import_callable(spec: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {spec!r} ({err}); expected 'package.module:function'") from None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose trainer_state.json exists (written last, so it marks completion)."""
+    if not output_dir.is_dir():
+        return None
+    done = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
+    from trl import GRPOConfig, RLOOConfig
+
+    cls = GRPOConfig if algorithm == "grpo" else RLOOConfig
+    defaults = {"logging_steps": 1, "save_strategy": "steps", "save_steps": 50, "report_to": "none"}
+    try:
+        return cls(output_dir=str(output_dir), **{**defaults, **options})
+    except TypeError as err:  # an unknown key: TRL validates its own options
+        raise ValueError(f"trl section: {err} (see {cls.__name__} in TRL's documentation)") from None
+
+
+def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
+    """``moslim.policy.fast``'s rollout when the setting and device call for it, else None (TRL generates)."""
+    if setting == "trl" or algorithm != "grpo":
+        return None
+    try:
+        from moslim.policy import fast
+    except ImportError:
+        if setting == "fast":
+            raise ValueError("train.rollout=fast needs moslim.policy.fast, which this install lacks") from None
+        return None
+    device = "cpu" if args.use_cpu or not torch.cuda.is_available() else "cuda"
+    if not fast.use_fast_path(setting, device):
+        return None
+    log.info("generation: moslim fast rollout (%s)", device)
+    return fast.make_rollout_func(args=args, model=model, tokenizer=tokenizer)
+
+
+class StepTimer(TrainerCallback):
+    """Splits each optimizer step's wall time into generation / reward / update, logged as ``time/*``.
+
+    ``update`` is the rest of the step: log-probs of old / reference policy, loss, backward, optimizer.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.spent: dict[str, float] = defaultdict(float)
+        self.start = time.perf_counter()
+        trainer._generate = self._timed(trainer._generate, "generation")
+        trainer._calculate_rewards = self._timed(trainer._calculate_rewards, "reward")
+
+    def _timed(self, fn, key):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[key] += time.perf_counter() - start
+        return wrapper
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        total = time.perf_counter() - self.start
+        metrics = self.trainer._metrics["train"]
+        metrics["time/step"].append(total)
+        metrics["time/generation"].append(self.spent["generation"])
+        metrics["time/reward"].append(self.spent["reward"])
+        metrics["time/update"].append(total - self.spent["generation"] - self.spent["reward"])
+        self.spent.clear()
+
+
+# -- the recipe -------------------------------------------------------------------------------
+def build_trainer(config: RLConfig, scorer: Scorer | None = None):
+    """Everything up to ``trainer.train()``: returns (trainer, reward, objectives, template)."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer, RLOOTrainer
+
+    config.check()
+    output_dir = Path(config.train.output_dir)
+    args = trl_args(config.train.algorithm, output_dir, config.trl)
+    scorer = scorer if scorer is not None else load_scorer(config.reward.model)
+    objectives = scorer.objectives
+    if config.data.objectives is not None:
+        wanted = ObjectiveSet.from_yaml(config.data.objectives)
+        if wanted.names != objectives.names or not torch.equal(wanted.num_classes, objectives.num_classes):
+            raise ValueError(f"data.objectives ({config.data.objectives}: {wanted}) does not match the reward "
+                             f"model's objectives {objectives}")
+        objectives = wanted
+    template = load_template(config.data.template)
+    records = read_prompt_records(config.data.prompts)[: config.data.max_prompts]
+    num_named = (config.data.num_named[0], config.data.num_named[-1])
+    dataset = build_rl_dataset(records, objectives, num_named=num_named, template=template,
+                               preferences_per_prompt=config.data.preferences_per_prompt, seed=config.data.seed)
+
+    method = config.reward.method
+    method = _import_callable(method) if ":" in method else method
+    reward = MoslimReward(scorer, objectives, method=method, mapping_options=config.reward.options,
+                          template=template)
+
+    path = models.resolve(config.policy.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.policy.dtype))
+    lora = config.policy.lora
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=lora.target_modules, task_type="CAUSAL_LM") if lora.enabled else None
+    kwargs = dict(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                  processing_class=tokenizer, peft_config=peft_config)
+    if config.train.algorithm == "grpo":
+        rollout = rollout_func_for(config.train.rollout, "grpo", args, model, tokenizer)
+        trainer = GRPOTrainer(**kwargs, rollout_func=rollout)
+    else:
+        trainer = RLOOTrainer(**kwargs)
+    trainer.add_callback(StepTimer(trainer))
+    return trainer, reward, objectives, template
+
+
+def train_policy(config: RLConfig, scorer: Scorer | None = None) -> Path:
+    """Train, save ``output_dir/final/`` and write ``output_dir/moslim_run.json`` last; return final/.
+
+    ``scorer`` stands in for ``reward.model`` (any object with ``.objectives`` and ``.score``).
+    """
+    start = time.perf_counter()
+    output_dir = Path(config.train.output_dir)
+    trainer, _, objectives, template = build_trainer(config, scorer)
+    checkpoint = None
+    if config.train.resume == "auto":
+        checkpoint = last_complete_checkpoint(output_dir)
+    elif config.train.resume != "never":
+        checkpoint = Path(config.train.resume)
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = save_policy(trainer, objectives, template, output_dir / "final", config.policy.lora.save)
+    if trainer.accelerator.is_main_process:
+        write_run_summary(output_dir / RUN_FILE, config, trainer, final, time.perf_counter() - start,
+                          resumed_from=checkpoint)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def save_policy(trainer, objectives: ObjectiveSet, template, final: Path, lora_save: str) -> Path:
+    """Save the policy (HF folder), its tokenizer, objectives.yaml and prompt_template.yaml, atomically."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    is_peft = hasattr(model, "peft_config")
+    if is_peft and lora_save == "merged":
+        if trainer.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+    else:
+        trainer.save_model(str(tmp))  # gathers ZeRO-3 / FSDP shards; a LoRA model saves its adapter
+    if trainer.accelerator.is_main_process:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle: the run's config is in moslim_run.json
+        trainer.processing_class.save_pretrained(tmp)
+        objectives.to_yaml(tmp / "objectives.yaml")
+        save_template(template, tmp / "prompt_template.yaml")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+STEP_KEYS = ("step", "reward", "reward_std", "kl", "completions/mean_length", "time/step", "time/generation",
+             "time/reward", "time/update", "step_time", "loss", "entropy", "learning_rate")
+
+
+def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s: float,
+                      resumed_from: Path | None) -> None:
+    """Per-step logs (reward, per-objective hit rate, length, KL, time split) and wall time, atomically."""
+    steps = []
+    for entry in trainer.state.log_history:
+        if "reward" not in entry:
+            continue  # the final train summary line
+        steps.append({k: v for k, v in entry.items() if k in STEP_KEYS or k.startswith("moslim/")})
+    split = {key: _mean(s.get(f"time/{key}") for s in steps) for key in ("step", "generation", "reward", "update")}
+    summary = {
+        "final": str(final), "algorithm": config.train.algorithm, "global_step": trainer.state.global_step,
+        "wall_s": round(wall_s, 1), "resumed_from": str(resumed_from) if resumed_from else None,
+        "mean_time_s": split, "steps": steps, "config": to_dict(config),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
