@@ -1,0 +1,85 @@
+"""The reward-model training config: one dataclass per YAML section (``model``, ``data``, ``train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False  # train LoRA adapters on the backbone (merged into it when saved)
+    r: int = 8  # adapter rank
+    alpha: int = 16  # scaling numerator (alpha / r)
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"  # peft's names; "all-linear" adapts every linear layer
+
+
+@dataclass
+class ModelSection:
+    backbone: str = "smollm2-135m-instruct"  # built-in name (`moslim models list`), local folder or hub id
+    pooling: Literal["last", "mean", "cls"] | None = None  # None: "last" for decoders, "mean" for encoders
+    input_format: Literal["chat", "plain", "pair"] | None = None  # None: chat/plain for decoders, pair for encoders
+    head_dropout: float = 0.0  # dropout on the pooled vector before the heads
+    freeze_backbone: bool = False  # train the heads only (a linear probe)
+    lora: LoraSection = field(default_factory=LoraSection)
+
+
+@dataclass
+class DataSection:
+    objectives: str = "moslim:assets/demo/objectives.yaml"  # objective set + labelling spec
+    train: str = "moslim:assets/demo/rm_train.jsonl.gz"  # labelled examples (JSONL, .gz allowed)
+    eval: str | None = "moslim:assets/demo/rm_eval.jsonl.gz"  # held-out examples: eval during/after training
+    pairs: str | None = "moslim:assets/demo/pairs_eval.jsonl.gz"  # held-out preference pairs: pairwise accuracy
+    max_length: int = 256  # tokens per (question, answer); the answer keeps its end when truncated
+    max_train_examples: int | None = None  # cap, for quick runs
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class TrainSection:
+    seed: int = 0  # heads' init, data order and dropout
+    epochs: float = 1.0  # passes over the training set (ignored when max_steps is set)
+    max_steps: int | None = None  # optimizer steps; caps the run's length on slow machines
+    batch_size: int = 8  # examples per forward pass
+    grad_accum: int = 1  # forward passes per optimizer step
+    lr: float = 3e-5  # backbone learning rate
+    head_lr: float | None = 1e-3  # the freshly initialised heads learn faster; None: same as lr
+    weight_decay: float = 0.0
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warm-up
+    warmup_ratio: float = 0.05  # fraction of the steps with a linear warm-up
+    max_grad_norm: float = 1.0
+    label_smoothing: float = 0.0  # spread over the head's own levels
+    ordinal_weight: float = 0.0  # > 0 adds the squared EMD term: two levels off costs more than one
+    class_weights: Literal["none", "balanced"] = "none"  # "balanced": each level weighs the same per head
+    bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
+    device: str | None = None  # None: cuda when available, else cpu
+    eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
+    save_every: int = 50  # optimizer steps between checkpoints (atomic; a killed run resumes from the last)
+    log_every: int = 10  # optimizer steps between log lines
+    report_to: list[str] = field(default_factory=list)  # ["tensorboard"] writes to output_dir/tensorboard
+    resume: bool = True  # continue from output_dir/checkpoint when one exists
+    progress: bool = True  # a progress bar with loss and per-head accuracy
+
+
+@dataclass
+class RewardTrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    output_dir: str = "runs/rm"  # the trained model, its evaluation and moslim_run.json land here
+
+    def __post_init__(self):
+        if self.train.batch_size < 1 or self.train.grad_accum < 1:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) and train.grad_accum "
+                             f"({self.train.grad_accum}) must be at least 1")
+        if self.train.max_steps is None and self.train.epochs <= 0:
+            raise ValueError(f"train.epochs must be positive when train.max_steps is unset, got {self.train.epochs}")
+        if not 0 <= self.train.label_smoothing < 1:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
+        if self.model.lora.enabled and self.model.freeze_backbone:
+            raise ValueError("model.lora.enabled and model.freeze_backbone exclude each other: LoRA trains "
+                             "adapters on the backbone, freezing trains the heads only")
+        unknown = set(self.train.report_to) - {"tensorboard", "none"}
+        if unknown:
+            raise ValueError(f"train.report_to: unknown {sorted(unknown)}; valid: tensorboard, none")

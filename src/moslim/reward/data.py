@@ -1,0 +1,118 @@
+"""Examples and preference pairs for the reward model: reading, encoding, batching.
+
+# n = examples, k = objectives (heads)
+
+Paths may start with ``moslim:`` to name a file shipped inside the package
+(``moslim:assets/demo/rm_train.jsonl.gz``), so configs work from any working directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from moslim.data.schema import Example, PreferencePair
+from moslim.objectives import ObjectiveSet
+from moslim.reward.encoding import Encoded, PairEncoder
+from moslim.reward.losses import IGNORE
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``moslim:rel/path`` -> the file inside the installed package; anything else as given."""
+    text = str(path)
+    if text.startswith("moslim:"):
+        return PACKAGE_ROOT / text.removeprefix("moslim:")
+    return Path(text).expanduser()
+
+
+def read_objectives(path: str | Path) -> tuple[ObjectiveSet, dict[str, Any] | None]:
+    """An objectives file -> (objective set, its labelling spec or None)."""
+    path = resolve_path(path)
+    if not path.exists():
+        raise ValueError(f"objectives file {path} does not exist")
+    objectives = ObjectiveSet.from_yaml(path)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    labelling = data.get("labelling") if isinstance(data, dict) else None
+    return objectives, labelling
+
+
+def _jsonl(path: Path):
+    if not path.exists():
+        raise ValueError(f"data file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_no}: not valid JSON: {err.msg}") from None
+
+
+def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None = None) -> list[Example]:
+    """Labelled examples from JSONL(.gz); labels checked against the objective set (file:line on error)."""
+    path = resolve_path(path)
+    try:
+        from moslim.data import read_examples  # the data layer's reader, once it exists
+    except ImportError:
+        read_examples = None
+    if read_examples is not None:
+        examples = read_examples(path, objectives)
+    else:
+        examples = []
+        for line_no, record in _jsonl(path):
+            where = f"{path}:{line_no}"
+            try:
+                example = Example(**record)
+            except TypeError as err:
+                raise ValueError(f"{where}: {err}; expected fields id, prompt, response, labels, source") from None
+            for name, level in example.labels.items():
+                if name not in objectives:
+                    raise ValueError(f"{where}: unknown objective {name!r}; valid: {', '.join(objectives.names)}")
+                example.labels[name] = objectives[name].check_level(level, where)
+            examples.append(example)
+    return examples[:limit] if limit else examples
+
+
+def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None) -> list[PreferencePair]:
+    path = resolve_path(path)
+    try:
+        from moslim.data import read_pairs
+    except ImportError:
+        read_pairs = None
+    if read_pairs is not None:
+        pairs = read_pairs(path)
+    else:
+        pairs = []
+        for line_no, record in _jsonl(path):
+            try:
+                pairs.append(PreferencePair(**record))
+            except TypeError as err:
+                raise ValueError(f"{path}:{line_no}: {err}; expected fields id, prompt, chosen, rejected, "
+                                 "objective, source") from None
+    if objectives is not None:
+        for pair in pairs:
+            if pair.objective not in objectives:
+                raise ValueError(f"{path}: pair {pair.id!r} names objective {pair.objective!r}, which the reward "
+                                 f"model does not have; valid: {', '.join(objectives.names)}")
+    return pairs
+
+
+def label_tensor(examples: list[Example], objectives: ObjectiveSet) -> torch.Tensor:
+    """(n, k) long: each example's level per head, IGNORE where it has no label."""
+    labels = torch.full((len(examples), len(objectives)), IGNORE, dtype=torch.long)
+    for row, example in enumerate(examples):
+        for name, level in example.labels.items():
+            labels[row, objectives.index(name)] = level
+    return labels
+
+
+def encode_examples(examples: list[Example], encoder: PairEncoder) -> list[Encoded]:
+    return [encoder.encode(e.prompt, e.response) for e in examples]

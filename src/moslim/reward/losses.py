@@ -1,0 +1,72 @@
+"""The reward model's training loss: masked cross-entropy over the heads, with options.
+
+# b = batch, k = objectives (heads), c = classes (padded to the largest head)
+
+``labels`` (b, k) holds a level per head, or ``IGNORE`` (-100) where an example has no label for that
+head: such entries add nothing to the loss, so a masked head gets exactly zero gradient from them.
+Each head's loss is a (weighted) mean over its labelled rows; the total sums the heads, so one head's
+gradient scale does not depend on how many objectives there are.
+
+Options: ``label_smoothing`` (spread over the head's own classes, never the padding), ``ordinal_weight``
+(adds the squared earth mover's distance between the predicted and the label's cumulative
+distributions, which charges a prediction two levels off more than one level off), ``class_weights``
+(k, c) for imbalance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100
+
+
+def valid_classes(num_classes: torch.Tensor, c: int) -> torch.Tensor:
+    """(k, c) bool: True where class j < num_classes[i]."""
+    return torch.arange(c, device=num_classes.device)[None, :] < num_classes[:, None]
+
+
+def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_classes: torch.Tensor, *,
+                    label_smoothing: float = 0.0, ordinal_weight: float = 0.0,
+                    class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (b, k, c), labels (b, k) -> (loss per head (k,), labelled rows per head (k,))."""
+    b, k, c = logits.shape
+    valid = valid_classes(num_classes.to(logits.device), c)  # (k, c)
+    labelled = labels != IGNORE  # (b, k)
+    target = labels.clamp(min=0)
+    logp = torch.log_softmax(logits.float(), dim=-1).masked_fill(~valid, 0.0)  # (b, k, c); 0 on padding
+    onehot = torch.nn.functional.one_hot(target, c).float()  # (b, k, c)
+    smooth = valid.float() / num_classes.to(logits.device)[:, None].float()  # (k, c) uniform on the head
+    q = (1 - label_smoothing) * onehot + label_smoothing * smooth
+    row_loss = -(q * logp).sum(-1)  # (b, k)
+    if ordinal_weight:
+        cdf_p = logp.exp().masked_fill(~valid, 0.0).cumsum(-1)
+        cdf_y = onehot.cumsum(-1)
+        row_loss = row_loss + ordinal_weight * ((cdf_p - cdf_y) ** 2 * valid).sum(-1)
+    weight = labelled.float()
+    if class_weights is not None:
+        weight = weight * class_weights.to(logits.device).gather(1, target.T).T  # (b, k)
+    total = weight.sum(0)  # (k,)
+    losses = (row_loss * weight).sum(0) / total.clamp(min=1e-12)
+    return torch.where(total > 0, losses, torch.zeros_like(losses)), labelled.sum(0)
+
+
+def reward_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: torch.Tensor, **options) -> torch.Tensor:
+    """The scalar training loss: the sum over heads of each head's mean loss over its labelled rows."""
+    losses, _ = per_head_losses(logits, labels, num_classes, **options)
+    return losses.sum()
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
+    """labels (n, k) -> weights (k, c): n_i / (C_i * count_ij), so each level weighs the same in total.
+
+    Levels absent from the data get weight 0 (they contribute no rows anyway).
+    """
+    k, c = len(num_classes), int(num_classes.max())
+    weights = torch.zeros(k, c)
+    for i in range(k):
+        column = labels[:, i]
+        column = column[column != IGNORE]
+        counts = torch.bincount(column, minlength=c).float()
+        present = counts > 0
+        weights[i, present] = len(column) / (int(num_classes[i]) * counts[present])
+    return weights

@@ -1,0 +1,219 @@
+"""The multi-head classification reward model: one backbone pass, one classification head per objective.
+
+# b = batch, t = tokens, d = hidden, k = objectives (heads), c = classes (padded to the largest head)
+
+``MultiHeadRewardModel`` is a Hugging Face ``PreTrainedModel``: any ``AutoModel`` backbone (its config
+nested as ``text_config``), a pooling of the token states into one vector per example, and k linear
+heads. Heads may have different numbers of classes; their logits are padded to c with ``-inf`` so a
+softmax gives the padded classes probability 0. The saved folder is self-describing: ``config.json``
+carries the objective set and labelling spec, and ``objectives.yaml`` repeats them for people.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
+
+from moslim.objectives import ObjectiveSet
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("last", "mean", "cls")
+INPUT_FORMATS = ("chat", "plain", "pair")
+OBJECTIVES_FILE = "objectives.yaml"
+
+
+@strict
+class MultiHeadRewardConfig(PreTrainedConfig):
+    """Backbone config (``text_config``), objectives (``ObjectiveSet.to_dict()`` form), pooling, input format.
+
+    - ``pooling``: ``"last"`` (last non-pad token, for decoders), ``"mean"`` or ``"cls"`` (encoders).
+    - ``input_format``: how (question, answer) becomes tokens, see :mod:`moslim.reward.encoding`:
+      ``"chat"`` (the tokenizer's chat template), ``"plain"`` (``Question: ... Answer: ...``) or
+      ``"pair"`` (``[CLS] question [SEP] answer [SEP]``, encoders).
+    - ``labelling``: the labelling spec the training labels came from (free-form, kept for people).
+    """
+
+    model_type = "moslim_multihead_rm"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    objectives: dict | None = None
+    labelling: dict | None = None
+    pooling: str = "last"
+    input_format: str = "chat"
+    head_dropout: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format {self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
+        if self.objectives is None:
+            raise ValueError("MultiHeadRewardConfig needs `objectives` (ObjectiveSet.to_dict())")
+
+    @property
+    def objective_set(self) -> ObjectiveSet:
+        return ObjectiveSet.from_dict(self.objectives, source="reward model config")
+
+
+@dataclass
+class MultiHeadRewardOutput(ModelOutput):
+    """``logits`` (b, k, c) with ``-inf`` on padded classes; ``pooled`` (b, d)."""
+
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+
+
+def is_decoder_config(config: PreTrainedConfig) -> bool:
+    """True for causal-LM-only architectures (Llama, SmolLM2, GPT-2); False for BERT-like encoders."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    kind = config.model_type
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """hidden (b, t, d), attention_mask (b, t) -> (b, d). Correct for left and right padding."""
+    mask = attention_mask.to(hidden.dtype)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    if pooling == "mean":
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if pooling == "last":
+        index = (attention_mask * positions).argmax(-1)  # the largest position with mask 1
+    elif pooling == "cls":
+        index = (attention_mask * (hidden.shape[1] - positions)).argmax(-1)  # the smallest one
+    else:
+        raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+class MultiHeadRewardModel(PreTrainedModel):
+    config_class = MultiHeadRewardConfig
+    base_model_prefix = "backbone"
+    _supports_sdpa = True
+
+    def __init__(self, config: MultiHeadRewardConfig):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.text_config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.heads = self._build_heads()
+        self._takes_position_ids = "position_ids" in inspect.signature(self.backbone.forward).parameters
+        self.post_init()
+
+    def _build_heads(self) -> nn.ModuleList:
+        hidden = self.config.text_config.hidden_size
+        return nn.ModuleList(nn.Linear(hidden, o.num_levels) for o in self.config.objective_set)
+
+    def _init_weights(self, module):
+        if any(module is head for head in getattr(self, "heads", [])):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif hasattr(self, "backbone"):
+            self.backbone._init_weights(module)
+
+    @property
+    def objectives(self) -> ObjectiveSet:
+        return self.config.objective_set
+
+    @property
+    def num_classes(self) -> torch.Tensor:
+        """(k,) long: each head's number of levels."""
+        return torch.tensor([head.out_features for head in self.heads], dtype=torch.long)
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike, objectives: ObjectiveSet,
+                      pooling: str | None = None, input_format: str | None = None,
+                      labelling: dict | None = None, head_dropout: float = 0.0,
+                      seed: int = 0, **load_kwargs: Any) -> MultiHeadRewardModel:
+        """A fresh reward model on a pretrained backbone folder; heads initialised from ``seed``.
+
+        Defaults: decoders pool the ``"last"`` token and read the ``"chat"`` format when the tokenizer
+        has a chat template (the caller passes ``input_format``), encoders pool ``"mean"`` over ``"pair"``.
+        """
+        backbone = AutoModel.from_pretrained(name_or_path, **load_kwargs)
+        decoder = is_decoder_config(backbone.config)
+        config = MultiHeadRewardConfig(
+            text_config=backbone.config, objectives=objectives.to_dict(), labelling=labelling,
+            pooling=pooling or ("last" if decoder else "mean"),
+            input_format=input_format or ("chat" if decoder else "pair"), head_dropout=head_dropout,
+        )
+        with torch.device("meta"):  # skip a throw-away random init of the whole backbone
+            model = cls(config)
+        model.backbone = backbone
+        generator = torch.Generator().manual_seed(seed)
+        model.heads = model._build_heads().to(backbone.dtype)
+        for head in model.heads:
+            head.weight.data.normal_(0.0, 0.02, generator=generator)
+            head.bias.data.zero_()
+        return model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> MultiHeadRewardOutput:
+        """input_ids, attention_mask (b, t) -> logits (b, k, c), padded classes at -inf."""
+        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        if self._takes_position_ids:
+            # Positions count real tokens only, so a left-padded row sees the same positions as a right-padded one.
+            inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.backbone(**inputs, **kwargs).last_hidden_state  # (b, t, d)
+        pooled = pool(hidden, attention_mask, self.config.pooling)  # (b, d)
+        features = self.dropout(pooled)
+        c = max(head.out_features for head in self.heads)
+        logits = features.new_full((features.shape[0], len(self.heads), c), float("-inf"))
+        for i, head in enumerate(self.heads):
+            logits[:, i, : head.out_features] = head(features.to(head.weight.dtype)).to(logits.dtype)
+        return MultiHeadRewardOutput(logits=logits, pooled=pooled)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)
+        data = self.objectives.to_dict()
+        if self.config.labelling:
+            data["labelling"] = self.config.labelling
+        Path(save_directory, OBJECTIVES_FILE).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def save_reward_model(model: MultiHeadRewardModel, tokenizer: Any, path: str | os.PathLike) -> Path:
+    """Save model + tokenizer into ``path`` atomically: a temp folder renamed into place when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+AutoConfig.register(MultiHeadRewardConfig.model_type, MultiHeadRewardConfig, exist_ok=True)
+AutoModel.register(MultiHeadRewardConfig, MultiHeadRewardModel, exist_ok=True)

@@ -1,0 +1,88 @@
+"""Scoring (question, answer) pairs with a saved reward model: probs (b, k, c) per pair.
+
+# b = batch, k = objectives (heads), c = classes (padded to the largest head; padded classes get 0)
+
+Pairs are sorted by token length and cut into batches so each batch pads little, run without
+gradients on the model's device, then put back in the caller's order. Truncation keeps the answer's
+end (see :mod:`moslim.reward.encoding`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+from moslim.data.schema import Prompt
+from moslim.objectives import ObjectiveSet
+from moslim.reward.encoding import Encoded, PairEncoder, collate, pad_id_of
+from moslim.reward.model import MultiHeadRewardModel
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class RewardScorer:
+    def __init__(self, model: MultiHeadRewardModel, tokenizer: Any, device: str | torch.device | None = None,
+                 batch_size: int = 32, max_length: int = 512):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.encoder = PairEncoder(tokenizer, model.config.input_format, max_length)
+        self.pad_id = pad_id_of(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        batch_size: int = 32, max_length: int = 512, dtype: torch.dtype | None = None
+                        ) -> RewardScorer:
+        from transformers import AutoTokenizer
+
+        model = MultiHeadRewardModel.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+
+    @property
+    def objectives(self) -> ObjectiveSet:
+        return self.model.objectives
+
+    def score(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
+        """prompts (chat or text, system turns ignored), responses -> probs (b, k, c) float32 on CPU."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; they must pair up")
+        encoded = [self.encoder.encode(p, r) for p, r in zip(prompts, responses)]
+        return predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device)
+
+    def levels(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
+        """(b, k) long: each head's most probable level."""
+        return self.score(prompts, responses).argmax(-1)
+
+
+@torch.inference_mode()
+def predict_probs(model: MultiHeadRewardModel, encoded: list[Encoded], pad_id: int, batch_size: int,
+                  device: torch.device) -> torch.Tensor:
+    """Encoded pairs -> probs (n, k, c) float32 on CPU, in the given order; batches sorted by length."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
+    k, c = len(model.heads), int(model.num_classes.max())
+    probs = torch.zeros((len(encoded), k, c), dtype=torch.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in rows], pad_id)
+        logits = model(**{name: t.to(device) for name, t in batch.items()}).logits
+        probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()  # exp(-inf) = 0 on padded classes
+    model.train(was_training)
+    return probs
+
+
+def expected_levels(probs: torch.Tensor) -> torch.Tensor:
+    """probs (b, k, c) -> (b, k): sum_j j * p_j."""
+    return (probs * torch.arange(probs.shape[-1], dtype=probs.dtype)).sum(-1)

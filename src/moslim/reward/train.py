@@ -1,0 +1,330 @@
+"""Training the multi-head reward model: a plain PyTorch loop that reads as a story.
+
+# b = batch, k = objectives (heads), c = classes (padded to the largest head)
+
+1. Read the objective set, the labelled examples, build the model on the backbone (LoRA / frozen).
+2. Each optimizer step takes ``grad_accum`` micro-batches; micro-batch m is a fixed slice of epoch
+   ``m // batches_per_epoch``'s permutation, drawn from ``seed + epoch``. The data order is therefore
+   a function of the step alone, and a resumed run sees exactly the batches an uninterrupted one would.
+3. Every ``save_every`` steps a checkpoint (weights, optimizer, schedule, RNG, step) is written to a
+   temporary folder and renamed to ``output_dir/checkpoint``: a run killed at any point finds either
+   the previous complete checkpoint or the new one.
+4. At the end: the model (LoRA merged) and tokenizer go to ``output_dir``, it is evaluated on the held-
+   out data, and ``output_dir/moslim_run.json`` (metrics, wall time) is written last: its presence
+   means the stage is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from moslim.config import save_config, to_dict
+from moslim.reward.config import ModelSection, RewardTrainConfig
+from moslim.reward.data import encode_examples, label_tensor, load_examples, load_pairs, read_objectives
+from moslim.reward.encoding import PairEncoder, collate, pad_id_of
+from moslim.reward.evaluate import evaluate_reward_model, head_metrics
+from moslim.reward.losses import IGNORE, balanced_class_weights, per_head_losses
+from moslim.reward.model import MultiHeadRewardModel
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "moslim_run.json"
+CHECKPOINT = "checkpoint"
+
+
+def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objectives, labelling, seed: int
+                ) -> MultiHeadRewardModel:
+    from transformers import AutoConfig
+
+    from moslim.reward.model import is_decoder_config
+
+    input_format = section.input_format
+    if input_format is None and is_decoder_config(AutoConfig.from_pretrained(backbone_path)):
+        input_format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    model = MultiHeadRewardModel.from_backbone(
+        backbone_path, objectives, pooling=section.pooling, input_format=input_format, labelling=labelling,
+        head_dropout=section.head_dropout, seed=seed)
+    if section.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    if section.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = section.lora
+        model.backbone = get_peft_model(model.backbone, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules))
+    return model
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+class BatchPlan:
+    """Micro-batch m -> example indices: epoch e = m // per_epoch, from a permutation seeded by seed + e."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = math.ceil(n / batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, m: int) -> list[int]:
+        epoch, pos = divmod(m, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Write the checkpoint into a temp folder, then swap it in with os.replace (never half-written)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT}.", dir=out))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+        target, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(out: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
+    folder = out / CHECKPOINT
+    if not (folder / "trainer_state.json").exists():
+        return None
+    load_model(model, str(folder / "model.safetensors"))
+    # Our own checkpoint; weights_only=True still refuses arbitrary pickled objects.
+    extra = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"])
+    return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def _tensorboard(config: RewardTrainConfig, out: Path):
+    if "tensorboard" not in config.train.report_to:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("report_to tensorboard: tensorboard is not installed; pip install tensorboard")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None] | None = None) -> Path:
+    """Train (or resume) the reward model described by ``config``; returns ``config.output_dir``.
+
+    ``on_step(step)`` is called after each optimizer step (and its checkpoint, if one is due).
+    """
+    from transformers import AutoTokenizer
+
+    from moslim.models import resolve
+    from moslim.reward.scorer import RewardScorer, default_device, predict_probs
+
+    out = Path(config.output_dir)
+    if (out / RUN_FILE).exists() and config.train.resume and _same_config(out, config):
+        log.info("%s already holds a finished run with this config; nothing to do", out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_FILE).unlink(missing_ok=True)
+    save_config(config, out / "train_config.yaml")
+    cfg, t = config.data, config.train
+    device = torch.device(t.device) if t.device else default_device()
+    torch.manual_seed(t.seed)
+
+    # 1. Objectives, data, model.
+    objectives, labelling = read_objectives(cfg.objectives)
+    backbone_path = resolve(config.model.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path)
+    model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed).to(device)
+    encoder = PairEncoder(tokenizer, model.config.input_format, cfg.max_length)
+    pad_id = pad_id_of(tokenizer)
+    train_examples = load_examples(cfg.train, objectives, cfg.max_train_examples)
+    if not train_examples:
+        raise ValueError(f"{cfg.train}: no training examples")
+    train_encoded, train_labels = encode_examples(train_examples, encoder), label_tensor(train_examples, objectives)
+    eval_examples = load_examples(cfg.eval, objectives, cfg.max_eval_examples) if cfg.eval else []
+    eval_encoded, eval_labels = encode_examples(eval_examples, encoder), label_tensor(eval_examples, objectives)
+    num_classes = objectives.num_classes
+    options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
+    if t.class_weights == "balanced":
+        options["class_weights"] = balanced_class_weights(train_labels, num_classes)
+
+    # 2. Optimizer and schedule; the heads may learn faster than the pretrained backbone.
+    plan = BatchPlan(len(train_encoded), t.batch_size, t.seed)
+    steps_per_epoch = math.ceil(plan.per_epoch / t.grad_accum)
+    total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
+    head_params = list(model.heads.parameters())
+    body_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": head_params, "lr": t.head_lr or t.lr}]
+    if body_params:
+        groups.append({"params": body_params, "lr": t.lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, int(t.warmup_ratio * total), total))
+    state = {"step": 0, "train_seconds": 0.0, "history": []}
+    if t.resume and (resumed := load_checkpoint(out, model, optimizer, scheduler)) is not None:
+        state = resumed
+        log.info("resuming from %s at step %d", out / CHECKPOINT, state["step"])
+    log.info("training %s on %d examples (%d eval) for %d steps of %d x %d, device %s", config.model.backbone,
+             len(train_encoded), len(eval_encoded), total, t.batch_size, t.grad_accum, device)
+
+    # 3. The loop.
+    writer = _tensorboard(config, out)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
+    progress = _progress(t.progress, total, state["step"])
+    window = _Window(len(objectives))
+    started = time.perf_counter()
+    model.train()
+    for step in range(state["step"], total):
+        for j in range(t.grad_accum):
+            rows = plan.indices(step * t.grad_accum + j)
+            batch = {k: v.to(device) for k, v in collate([train_encoded[i] for i in rows], pad_id).items()}
+            labels = train_labels[rows].to(device)
+            with autocast:
+                logits = model(**batch).logits
+            losses, _ = per_head_losses(logits, labels, num_classes, **options)
+            (losses.sum() / t.grad_accum).backward()
+            window.add(losses.detach().cpu(), logits.detach().float().cpu(), labels.cpu())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if t.log_every and done % t.log_every == 0 or done == total:
+            record = {"step": done, "lr": scheduler.get_last_lr()[-1], "grad_norm": float(grad_norm), **window.flush()}
+            state["history"].append(record)
+            log.info("step %d/%d %s", done, total, _format(record, objectives.names))
+            _write_scalars(writer, "train", record, done)
+            if progress is not None:
+                progress.set_postfix_str(_format(record, objectives.names), refresh=False)
+        if t.eval_every and done % t.eval_every == 0 and eval_encoded:
+            metrics = head_metrics(predict_probs(model, eval_encoded, pad_id, t.batch_size * 2, device),
+                                   eval_labels, objectives)
+            record = {"step": done, **{f"eval_acc_{k}": v.get("accuracy", float("nan")) for k, v in metrics.items()}}
+            state["history"].append(record)
+            log.info("eval at step %d: %s", done, _format(record, objectives.names))
+            _write_scalars(writer, "eval", record, done)
+        if progress is not None:
+            progress.update(1)
+        if t.save_every and done % t.save_every == 0 and done < total:
+            state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - started)
+            started = time.perf_counter()
+            save_checkpoint(out, model, optimizer, scheduler, state)
+        if on_step is not None:
+            on_step(done)
+    state.update(step=total, train_seconds=state["train_seconds"] + time.perf_counter() - started)
+    if progress is not None:
+        progress.close()
+    if writer is not None:
+        writer.close()
+
+    # 4. Save, evaluate, and mark the stage done.
+    if config.model.lora.enabled:
+        model.backbone = model.backbone.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    results: dict[str, Any] = {"heads": {}, "pairs": {}}
+    if eval_examples or cfg.pairs:
+        scorer = RewardScorer(model, tokenizer, device=device, batch_size=t.batch_size * 2, max_length=cfg.max_length)
+        pairs = load_pairs(cfg.pairs, objectives) if cfg.pairs else None
+        results = evaluate_reward_model(scorer, eval_examples or None, pairs, out / "eval")
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": total,
+               "train_examples": len(train_encoded), "train_seconds": round(state["train_seconds"], 1),
+               "history": state["history"], "metrics": _summary_metrics(results), "config": to_dict(config)}
+    tmp = out / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, out / RUN_FILE)
+    log.info("reward model saved to %s (%.1f s of training)", out, state["train_seconds"])
+    return out
+
+
+class _Window:
+    """Loss and per-head accuracy over the steps since the last log line."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.loss, self.batches = 0.0, 0
+        self.correct, self.count = torch.zeros(k), torch.zeros(k)
+
+    def add(self, losses: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += float(losses.sum())
+        self.batches += 1
+        labelled = labels != IGNORE
+        self.correct += ((logits.argmax(-1) == labels) & labelled).sum(0).float()
+        self.count += labelled.sum(0).float()
+
+    def flush(self) -> dict[str, float]:
+        record = {"loss": self.loss / max(1, self.batches)}
+        accuracy = self.correct / self.count.clamp(min=1)
+        record.update({f"acc_{i}": float(a) for i, a in enumerate(accuracy)})
+        self.__init__(self.k)
+        return record
+
+
+def _format(record: dict[str, Any], names: list[str]) -> str:
+    parts = []
+    for key, value in record.items():
+        if key == "step":
+            continue
+        if key.startswith("acc_"):
+            key = f"acc[{names[int(key[4:])]}]"
+        parts.append(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+def _write_scalars(writer, prefix: str, record: dict[str, Any], step: int) -> None:
+    if writer is None:
+        return
+    for key, value in record.items():
+        if key != "step" and isinstance(value, int | float):
+            writer.add_scalar(f"{prefix}/{key}", value, step)
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="rm train", unit="step", dynamic_ncols=True)
+
+
+def _summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    heads = {name: {k: v for k, v in m.items() if k != "confusion"} for name, m in results["heads"].items()}
+    return {"heads": heads, "pairs": results["pairs"]}
+
+
+def _same_config(out: Path, config: RewardTrainConfig) -> bool:
+    try:
+        summary = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return summary.get("config") == json.loads(json.dumps(to_dict(config)))
