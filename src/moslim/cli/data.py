@@ -1,15 +1,134 @@
-"""`moslim data` (not yet available: built by a later issue)."""
+"""`moslim data`: validate files, show their level balance, and build the demo dataset."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+DEMO_OBJECTIVES = Path(__file__).resolve().parent.parent / "assets" / "demo" / "objectives.yaml"
+KINDS = ("auto", "examples", "pairs", "prompts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("data", help="data (not yet available)")
-    parser.set_defaults(func=run)
+    parser = sub.add_parser("data", help="validate data files, show level balance, build the demo dataset",
+                            description="Labelled examples, preference pairs and prompt sets.")
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
+
+    validate = commands.add_parser("validate", help="check every row of a file; report bad rows with file:line",
+                                   description="Read PATH (JSONL, JSON, CSV, Parquet, a datasets folder or a "
+                                   "hub id) and check every row against the objective set.")
+    _common(validate)
+    validate.add_argument("--skip-bad", action="store_true",
+                          help="keep going past bad rows (default: stop at the first one)")
+    validate.add_argument("--rejects", type=Path, help="with --skip-bad: write bad rows and reasons here (JSONL)")
+    validate.set_defaults(func=run_validate)
+
+    stats = commands.add_parser("stats", help="rows per objective and level, label coverage, histogram PNG")
+    _common(stats)
+    stats.add_argument("--png", type=Path, help="histogram file (default: runs/data_stats/<name>.png)")
+    stats.set_defaults(func=run_stats)
+
+    build = commands.add_parser("build-demo", help="rebuild the shipped demo dataset from the public data folder")
+    build.add_argument("--source", type=Path, required=True, help="the public data folder (../shared/data)")
+    build.add_argument("--out", type=Path, help="output folder (default: the package's assets/demo)")
+    build.set_defaults(func=run_build_demo)
 
 
-def run(args: argparse.Namespace) -> int:
-    print("moslim data: not yet available")
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="file, datasets folder, or hub id (owner/name)")
+    parser.add_argument("--objectives", type=Path, default=DEMO_OBJECTIVES,
+                        help="objective set YAML (default: the demo's)")
+    parser.add_argument("--kind", choices=KINDS, default="auto",
+                        help="what the rows are (auto: pairs if a row has 'chosen', examples if 'response')")
+    parser.add_argument("--split", default="train", help="split for a datasets folder or hub id")
+    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="read FIELD (or an objective's label) from COLUMN; repeatable")
+
+
+def _column_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        field, sep, column = item.partition("=")
+        if not sep or not field or not column:
+            raise ValueError(f"--column {item!r} should look like FIELD=COLUMN, e.g. prompt=question")
+        out[field.strip()] = column.strip()
+    return out
+
+
+def _detect_kind(path: str, split: str, columns: dict[str, str]) -> str:
+    from moslim.data.readers import iter_rows
+
+    for _, row in iter_rows(path, split=split):
+        if isinstance(row, dict):
+            if columns.get("chosen", "chosen") in row:
+                return "pairs"
+            return "examples" if columns.get("response", "response") in row else "prompts"
+    return "examples"
+
+
+def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | None = None):
+    from moslim.data.readers import example_parser, load_records, pair_parser, prompt_parser
+    from moslim.objectives import ObjectiveSet
+
+    objectives = ObjectiveSet.from_yaml(args.objectives)
+    columns = _column_map(args.column)
+    kind = args.kind if args.kind != "auto" else _detect_kind(args.path, args.split, columns)
+    parse = {"examples": lambda: example_parser(objectives, columns),
+             "pairs": lambda: pair_parser(objectives, columns), "prompts": lambda: prompt_parser(columns)}[kind]()
+    return kind, objectives, load_records(args.path, parse, on_error, rejects, args.split)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    if args.rejects and not args.skip_bad:
+        raise ValueError("--rejects needs --skip-bad (without it the first bad row stops the run)")
+    kind, _, result = _read(args, "skip" if args.skip_bad else "raise", args.rejects)
+    print(f"{args.path}: {kind}: read {result.read} rows, kept {result.kept}, rejected {len(result.rejected)}")
+    for where, reason in result.rejected[:20]:
+        print(f"  rejected {reason}")
+    if len(result.rejected) > 20:
+        print(f"  ... and {len(result.rejected) - 20} more" + (f" (all in {args.rejects})" if args.rejects else ""))
+    return 1 if result.rejected else 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from moslim.data.stats import coverage, level_counts, plot_level_histograms
+
+    kind, objectives, result = _read(args)
+    console = Console()
+    if kind != "examples":
+        console.print(f"{args.path}: {kind}: {result.kept} rows (levels apply to labelled examples only)")
+        return 0
+    counts, cover = level_counts(result.items, objectives), coverage(result.items, objectives)
+    table = Table(title=f"{args.path}: {result.kept} examples")
+    table.add_column("objective")
+    for level in range(objectives.max_classes):
+        table.add_column(f"level {level}", justify="right")
+    table.add_column("coverage", justify="right")
+    for obj in objectives:
+        cells = [str(c) for c in counts[obj.name]] + ["-"] * (objectives.max_classes - obj.num_levels)
+        table.add_row(obj.name, *cells, f"{cover[obj.name]:.0%}")
+    console.print(table)
+    name = Path(args.path).name.split(".")[0] or "data"
+    png = plot_level_histograms(counts, args.png or Path("runs/data_stats") / f"{name}.png", title=name)
+    console.print(f"histograms: {png}")
+    return 0
+
+
+def run_build_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from moslim.data.demo import DEMO_DIR, FILES, build_demo
+
+    console = Console()
+    start = time.perf_counter()
+    with console.status("building the demo dataset") as status:
+        paths = build_demo(args.source, args.out or DEMO_DIR, progress=lambda step: status.update(step))
+    for name in FILES:
+        console.print(f"  {paths[name]}  {paths[name].stat().st_size / 1024:,.0f} KiB")
+    console.print(f"built in {time.perf_counter() - start:.1f} s; balance report: {paths['balance.md']}")
     return 0

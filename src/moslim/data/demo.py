@@ -1,0 +1,339 @@
+"""Build the shipped demo dataset from the public data folder (``../shared/data``).
+
+Reads the public sources, fits the helpfulness bins on the training split, labels every response,
+samples balanced training / judge / evaluation sets split by prompt, and writes the files listed in
+:data:`FILES`. Everything is seeded and written byte-stably, so a rebuild gives identical files.
+
+Splits by prompt: AlpacaEval instructions and XSTest prompts each go to one of ``train`` (60%: the
+reward model's data and the RL prompts), ``judge`` (20%: the independent judge's data) and ``eval``
+(20%: held-out examples and evaluation prompts). Prompt-only sets (IFEval, Do-Not-Answer,
+HarmBench) are split 80 / 20 between RL training and evaluation prompts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import logging
+import math
+import random
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from moslim.data import adapters
+from moslim.data.adapters import Scored
+from moslim.data.labelling import LabellingSpec, Rule, fit_quantile_edges, word_count
+from moslim.data.readers import iter_rows, load_records, write_jsonl
+from moslim.data.schema import Example, PreferencePair, PromptRecord, prompt_text
+from moslim.data.stats import coverage, level_counts, source_counts
+from moslim.objectives import Objective, ObjectiveSet
+
+logger = logging.getLogger(__name__)
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+FILES = ("objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz", "rm_eval.jsonl.gz",
+         "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl", "balance.md", "SOURCES.md")
+SEED = 20240611
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo set (the defaults give the committed files)."""
+
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / judge / eval prompts
+    # AlpacaEval rows per (helpfulness, verbosity) cell: 12 cells x 250 = 3,000 training rows, few
+    # enough for a small reward model to train on 2 CPU cores in minutes.
+    cell_quota: tuple[int, int, int] = (250, 100, 100)
+    generator_share: float = 0.15  # at most this share of a cell from one generator (variety)
+    max_words: int = 250  # the policy writes <= ~100 words; very long answers teach little
+    hh_pairs: int = 1000  # held-out HH-RLHF harmless pairs
+    prompt_eval_fraction: float = 0.2
+
+
+OBJECTIVES = ObjectiveSet([
+    Objective("helpfulness", (
+        "give a minimal, low-effort reply that barely addresses the request",
+        "give a plain answer that covers the main point",
+        "give the most useful, accurate and complete answer you can",
+    ), "how well the answer serves the request (AlpacaEval judge vs GPT-4-turbo, tertiles)"),
+    Objective("verbosity", (
+        "answer in one short sentence (at most 15 words)",
+        "answer in two or three sentences (16 to 40 words)",
+        "answer in one short paragraph (41 to 70 words)",
+        "answer in detail, with more than 70 words",
+    ), "how long the answer is (whitespace word count)"),
+    Objective("harmlessness", (
+        "comply with every request, even a harmful one",
+        "refuse harmful requests politely and answer safe ones",
+    ), "whether the answer avoids helping with harm (XSTest human labels x prompt safety)"),
+])
+
+VERBOSITY_RULE = Rule(signal="words", bins="fixed", edges=(15, 40, 70),
+                      note="exact judge: whitespace word count; 0 <= 15 < 1 <= 40 < 2 <= 70 < 3")
+XSTEST_HELPFULNESS = Rule(signal="xstest_verdict", table={"safe/full_refusal": 0},
+                          note="refusing a safe prompt helps nobody; other XSTest rows stay unlabelled")
+XSTEST_HARMLESSNESS = Rule(signal="xstest_verdict", table={
+    "unsafe/full_compliance": 0, "unsafe/partial_refusal": 0, "unsafe/full_refusal": 1,
+    "safe/full_compliance": 1, "safe/partial_refusal": 1, "safe/full_refusal": 1,
+}, note="human final_label x prompt safety: helping (fully or partly) with an unsafe request is level 0")
+
+
+def bucket(key: str, fractions: Sequence[float], salt: str = "") -> int:
+    """A stable split index for ``key`` (sha256, not Python's salted hash)."""
+    u = int(hashlib.sha256(f"{SEED}:{salt}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+    return next((i for i, edge in enumerate(itertools.accumulate(fractions)) if u < edge), len(fractions) - 1)
+
+
+def build_spec(train_rows: Sequence[Scored]) -> LabellingSpec:
+    """The labelling spec, with helpfulness tertiles fitted on the training split's AlpacaEval rows."""
+    edges = fit_quantile_edges([r.signals["alpaca_eval_preference"] for r in train_rows], 3)
+    helpfulness = Rule(signal="alpaca_eval_preference", bins="quantile", edges=edges,
+                       note=f"tertiles of 1 + P(judge prefers the answer to GPT-4-turbo's), fitted on "
+                            f"{len(train_rows)} training-split AlpacaEval rows of <= 250 words")
+    return LabellingSpec({"helpfulness": [helpfulness, XSTEST_HELPFULNESS], "verbosity": [VERBOSITY_RULE],
+                          "harmlessness": [XSTEST_HARMLESSNESS]})
+
+
+def to_example(row: Scored, spec: LabellingSpec) -> Example:
+    return Example(id=row.id, prompt=row.prompt, response=row.response,
+                   labels=spec.label(row.signals, response=row.response), source=row.source)
+
+
+def sample_balanced(examples: Sequence[Example], quota: int, generator_share: float,
+                    rng: random.Random) -> list[Example]:
+    """Up to ``quota`` rows per (helpfulness, verbosity) cell, no generator above its share of a cell."""
+    cells: dict[tuple[int, int], list[Example]] = defaultdict(list)
+    for ex in examples:
+        cells[ex.labels["helpfulness"], ex.labels["verbosity"]].append(ex)
+    cap = max(1, math.ceil(quota * generator_share))
+    chosen = []
+    for cell in sorted(cells):
+        rows = cells[cell][:]
+        rng.shuffle(rows)
+        per_generator: dict[str, int] = defaultdict(int)
+        taken = []
+        for ex in rows:
+            if len(taken) == quota:
+                break
+            if per_generator[ex.source] < cap:
+                per_generator[ex.source] += 1
+                taken.append(ex)
+        chosen.extend(taken)
+    return sorted(chosen, key=lambda ex: ex.id)
+
+
+# -- pairs --------------------------------------------------------------------------------------
+def alpaca_pairs(examples: Sequence[Example], scores: dict[str, float], rng: random.Random,
+                 min_gap: float = 0.5) -> list[PreferencePair]:
+    """One helpfulness pair per prompt: judge preferences >= ``min_gap`` apart, same verbosity level
+    (so length alone cannot tell them apart)."""
+    by_prompt: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_prompt[ex.prompt].append(ex)
+    pairs = []
+    for prompt in sorted(by_prompt):
+        rows = sorted(by_prompt[prompt], key=lambda ex: ex.id)
+        options = [(a, b) for a, b in itertools.permutations(rows, 2)
+                   if scores[a.id] - scores[b.id] >= min_gap and a.labels["verbosity"] == b.labels["verbosity"]]
+        if options:
+            a, b = rng.choice(options)
+            pairs.append(PreferencePair(id=f"{a.id}>{b.id.split('/')[1]}", prompt=prompt, chosen=a.response,
+                                        rejected=b.response, objective="helpfulness", source="alpaca_eval"))
+    return pairs
+
+
+def xstest_pairs(rows: Sequence[Scored], rng: random.Random) -> list[PreferencePair]:
+    """Per XSTest prompt with both a refusal and a full compliance: unsafe -> harmlessness pair
+    (refusal chosen), safe -> helpfulness pair (compliance chosen, over-refusal rejected)."""
+    by_group: dict[str, list[Scored]] = defaultdict(list)
+    for r in rows:
+        by_group[r.group].append(r)
+    pairs = []
+    for group in sorted(by_group, key=lambda g: int(g.split("/")[1])):
+        verdicts = {r.signals["xstest_verdict"]: [] for r in by_group[group]}
+        for r in by_group[group]:
+            verdicts[r.signals["xstest_verdict"]].append(r)
+        for safety, good, bad, objective in (("unsafe", "full_refusal", "full_compliance", "harmlessness"),
+                                             ("safe", "full_compliance", "full_refusal", "helpfulness")):
+            goods, bads = verdicts.get(f"{safety}/{good}"), verdicts.get(f"{safety}/{bad}")
+            if goods and bads:
+                a, b = rng.choice(goods), rng.choice(bads)
+                pairs.append(PreferencePair(id=f"{a.id}>{b.source.split('/')[1]}", prompt=a.prompt,
+                                            chosen=a.response, rejected=b.response, objective=objective,
+                                            source="xstest"))
+    return pairs
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def split_prompts(records: Iterable[PromptRecord], eval_fraction: float) -> tuple[list, list]:
+    """Split by prompt text (duplicates collapse to the first), keyed by a stable hash."""
+    train, evaluation, seen = [], [], set()
+    for rec in records:
+        key = _key(rec)
+        if key in seen:
+            continue
+        seen.add(key)
+        (evaluation if bucket(key, (1 - eval_fraction, eval_fraction), "prompts") else train).append(rec)
+    return train, evaluation
+
+
+def build_prompts(source: Path, groups: Callable[[str], int], xstest: list[dict], settings: DemoSettings):
+    """RL training and evaluation prompts, each tagged ``{"safety", "origin", ...}``."""
+    instructions = adapters.prompt_set(source / "alpaca_eval/instructions.jsonl", "alpaca_eval", "safe",
+                                       id_field="instruction_idx", prompt_field="instruction",
+                                       tag_fields=("dataset",))
+    train = [p for p in instructions if groups(f"alpaca_eval/{p.id.split('/')[1]}") == 0]
+    evaluation = [p for p in instructions if groups(f"alpaca_eval/{p.id.split('/')[1]}") == 2]
+    for row in xstest:  # the safe half punishes blanket refusal; the unsafe half rewards refusing
+        rec = PromptRecord(id=f"xstest/{row['id']}", prompt=row["prompt"], source="xstest",
+                           tags={"safety": row["label"], "origin": "xstest", "type": row["type"]})
+        side = groups(f"xstest/{row['id']}")
+        (train if side == 0 else evaluation if side == 2 else []).append(rec)
+    others = [
+        adapters.prompt_set(source / "prompts/ifeval_input_data.jsonl", "ifeval", "safe", id_field="key",
+                            tag_fields=("instruction_id_list", "kwargs")),
+        adapters.prompt_set(source / "prompts/do_not_answer.jsonl", "do_not_answer", "unsafe",
+                            tag_fields=("category",)),
+        adapters.prompt_set(source / "prompts/harmbench.jsonl", "harmbench", "unsafe"),
+    ]
+    more_train, more_eval = split_prompts(itertools.chain(*others), settings.prompt_eval_fraction)
+    # (self_instruct_user_oriented.jsonl is not added: it is AlpacaEval's `selfinstruct` subset again.)
+    eval_only = adapters.prompt_set(source / "prompts/mt_bench_question.jsonl", "mt_bench", "safe",
+                                     id_field="question_id", prompt_field="turns", tag_fields=("category",))
+    # MT-Bench shares a few questions with AlpacaEval: keep only those no other prompt already has.
+    seen = {_key(p) for p in itertools.chain(train, more_train, evaluation, more_eval)}
+    return train + more_train, evaluation + more_eval + [p for p in eval_only if _key(p) not in seen]
+
+
+def _key(record: PromptRecord | Example) -> str:
+    return " ".join(prompt_text(record.prompt).lower().split())
+
+
+# -- the whole build ------------------------------------------------------------------------------
+def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSettings = DemoSettings(),
+               progress: Callable[[str], None] = lambda step: None) -> dict[str, Path]:
+    """Build every demo file from the public data folder ``source`` into ``out``; return their paths."""
+    source, out = Path(source), Path(out)
+    if not (source / "alpaca_eval/responses.jsonl.gz").exists():
+        raise ValueError(f"{source}: not the public data folder (no alpaca_eval/responses.jsonl.gz)")
+    rng = random.Random(SEED)
+    # AlpacaEval's `selfinstruct` subset is the self-instruct user-oriented set, which upstream asks
+    # not to train on: those prompts go only to the judge and eval sides.
+    eval_only = {f"alpaca_eval/{r['instruction_idx']}" for _, r in
+                 iter_rows(source / "alpaca_eval/instructions.jsonl") if r["dataset"] == "selfinstruct"}
+
+    def groups(key: str) -> int:
+        return bucket(key, (0.0, 0.5, 0.5) if key in eval_only else settings.fractions, "examples")
+
+    progress("reading AlpacaEval")
+    alpaca_result = load_records(source / "alpaca_eval/responses.jsonl.gz",
+                                 adapters.alpaca_eval_parser(), on_error="skip")
+    alpaca = [r for r in alpaca_result.items if word_count(r.response) <= settings.max_words]
+    progress("reading XSTest")
+    xstest_prompts = list(csv.DictReader((source / "xstest/xstest_prompts.csv").open(encoding="utf-8")))
+    safety = {row["id"]: row["label"] for row in xstest_prompts}
+    xstest = [r for f in sorted((source / "xstest").glob("xstest_v2_completions_*_gpteval.csv"))
+              for r in adapters.xstest_completions(f, safety)]
+
+    progress("fitting bins and labelling")
+    spec = build_spec([r for r in alpaca if groups(r.group) == 0])
+    splits: dict[str, list[Example]] = {}
+    for index, name in enumerate(("rm_train", "judge_train", "rm_eval")):
+        pool = [to_example(r, spec) for r in alpaca if groups(r.group) == index]
+        chosen = sample_balanced(pool, settings.cell_quota[index], settings.generator_share, rng)
+        splits[name] = chosen + [to_example(r, spec) for r in xstest if groups(r.group) == index]
+
+    progress("building pairs")
+    scores = {r.id: r.signals["alpaca_eval_preference"] for r in alpaca}
+    eval_alpaca = [to_example(r, spec) for r in alpaca if groups(r.group) == 2]
+    hh_result = load_records(source / "hh_rlhf/harmless_base_test.jsonl.gz", adapters.hh_rlhf_parser(), on_error="skip")
+    for pair in hh_result.items:  # ids by line number, not by where the source folder happens to be
+        pair.id = f"hh_rlhf/harmless_base_test/{pair.id.rsplit(':', 1)[1]}"
+    hh = rng.sample(hh_result.items, min(settings.hh_pairs, len(hh_result.items)))
+    pairs = (sorted(hh, key=lambda p: int(p.id.rsplit("/", 1)[1]))
+             + alpaca_pairs(eval_alpaca, scores, rng)
+             + xstest_pairs([r for r in xstest if groups(r.group) == 2], rng))
+
+    progress("building prompt sets")
+    prompts_train, prompts_eval = build_prompts(source, groups, xstest_prompts, settings)
+    check_disjoint(splits, prompts_train, prompts_eval)
+
+    progress("writing files")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"objectives.yaml": write_objectives(out / "objectives.yaml", spec)}
+    for name, rows in splits.items():
+        paths[f"{name}.jsonl.gz"] = write_jsonl(out / f"{name}.jsonl.gz", rows)
+    paths["pairs_eval.jsonl.gz"] = write_jsonl(out / "pairs_eval.jsonl.gz", pairs)
+    paths["prompts_train.jsonl"] = write_jsonl(out / "prompts_train.jsonl", prompts_train)
+    paths["prompts_eval.jsonl"] = write_jsonl(out / "prompts_eval.jsonl", prompts_eval)
+    notes = {"AlpacaEval rows rejected (empty output)": len(alpaca_result.rejected),
+             f"AlpacaEval rows over {settings.max_words} words (not used)":
+                 len(alpaca_result.items) - len(alpaca),
+             "HH-RLHF pairs rejected (empty final reply, or dialogues differ before it)": len(hh_result.rejected)}
+    paths["balance.md"] = write_balance(out / "balance.md", splits, pairs, prompts_train, prompts_eval, notes)
+    if out.resolve() != DEMO_DIR.resolve():
+        paths["SOURCES.md"] = Path(shutil.copyfile(DEMO_DIR / "SOURCES.md", out / "SOURCES.md"))
+    else:
+        paths["SOURCES.md"] = out / "SOURCES.md"
+    return paths
+
+
+def check_disjoint(splits: dict[str, list[Example]], prompts_train: list, prompts_eval: list) -> None:
+    """Raise if any prompt text sits on two sides (train / judge / eval)."""
+    def texts(rows):
+        return {_key(r) for r in rows}
+
+    sides = {"train": texts(splits["rm_train"]) | texts(prompts_train), "judge": texts(splits["judge_train"]),
+             "eval": texts(splits["rm_eval"]) | texts(prompts_eval)}
+    for a, b in itertools.combinations(sides, 2):
+        shared = sides[a] & sides[b]
+        if shared:
+            raise ValueError(f"{len(shared)} prompt(s) on both the {a} and {b} side, e.g. {sorted(shared)[0]!r:.80}")
+
+
+def write_objectives(path: Path, spec: LabellingSpec) -> Path:
+    header = ("# The demo's objective set and labelling spec (written by `moslim data build-demo`;\n"
+              "# the helpfulness edges are fitted on the training split and reused unchanged everywhere).\n")
+    data = {**OBJECTIVES.to_dict(), "labelling": spec.to_dict()}
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
+                    encoding="utf-8")
+    return path
+
+
+def write_balance(path: Path, splits: dict[str, list[Example]], pairs: list[PreferencePair],
+                  prompts_train: list[PromptRecord], prompts_eval: list[PromptRecord],
+                  notes: dict[str, int]) -> Path:
+    lines = ["# Demo dataset: class balance", "",
+             "Written by `moslim data build-demo`. Rows per objective and level in each split; coverage is the",
+             "share of rows carrying that objective's label (the others mask that head).", ""]
+    for name, rows in splits.items():
+        counts, cover = level_counts(rows, OBJECTIVES), coverage(rows, OBJECTIVES)
+        sources = ", ".join(f"{k} {v}" for k, v in sorted(source_counts(rows).items()))
+        lines += [f"## {name} ({len(rows)} rows: {sources})", "",
+                  "| objective | " + " | ".join(f"level {i}" for i in range(OBJECTIVES.max_classes))
+                  + " | labelled | coverage |", "|---|" + "---:|" * (OBJECTIVES.max_classes + 2)]
+        for obj in OBJECTIVES:
+            cells = [str(c) for c in counts[obj.name]] + ["-"] * (OBJECTIVES.max_classes - obj.num_levels)
+            lines.append(f"| {obj.name} | " + " | ".join(cells)
+                         + f" | {sum(counts[obj.name])} | {cover[obj.name]:.0%} |")
+        lines.append("")
+    pair_counts = defaultdict(int)
+    for p in pairs:
+        pair_counts[p.source, p.objective] += 1
+    lines += ["## pairs_eval", "", "| source | objective | pairs |", "|---|---|---:|"]
+    lines += [f"| {s} | {o} | {n} |" for (s, o), n in sorted(pair_counts.items())] + [""]
+    for name, records in (("prompts_train", prompts_train), ("prompts_eval", prompts_eval)):
+        tally = defaultdict(int)
+        for r in records:
+            tally[r.tags["origin"], r.tags["safety"]] += 1
+        lines += [f"## {name} ({len(records)} prompts)", "", "| origin | safety | prompts |", "|---|---|---:|"]
+        lines += [f"| {o} | {s} | {n} |" for (o, s), n in sorted(tally.items())] + [""]
+    lines += ["## Rows left out while building", ""] + [f"- {k}: {v}" for k, v in notes.items()] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
