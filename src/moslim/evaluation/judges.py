@@ -1,0 +1,182 @@
+"""Judges: who decides which level a completion reached.
+
+A judge covers some objectives and turns (prompt, completion) pairs into levels, one list per
+objective. Two kinds:
+- :class:`ExactJudge`: a rule that *is* the definition of the level (word count -> verbosity
+  level through the bins stored with the objectives), so it cannot be gamed or be wrong;
+- :class:`ModelJudge`: a multi-head classifier (the reward model itself, or an independent judge
+  trained on a disjoint split with a different backbone), level = argmax over the head's classes.
+
+Shapes: b = completions, k = objectives, c = classes (padded to the largest head).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class Judge(Protocol):
+    name: str
+    objectives: list[str]
+
+    def levels(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[int]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class ExactJudge:
+    """A rule ``level_of(completion) -> int`` for one objective (e.g. word count -> verbosity)."""
+
+    objective: str
+    level_of: Callable[[str], int]
+    rule: str
+    name: str = "exact"
+
+    @property
+    def objectives(self) -> list[str]:
+        return [self.objective]
+
+    def levels(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[int]]:
+        return {self.objective: [int(self.level_of(text)) for text in completions]}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "exact", "objectives": self.objectives, "rule": self.rule}
+
+
+@dataclass
+class ModelJudge:
+    """A multi-head classifier scoring plain (prompt, completion) pairs.
+
+    ``scorer`` has ``.objectives`` (an ObjectiveSet) and ``.score(prompts, responses) -> probs
+    (b, k, c)``; :meth:`from_path` loads a :class:`moslim.reward.scorer.RewardScorer`. ``only``
+    restricts the objectives this judge speaks for (e.g. the independent judge is trusted for
+    helpfulness and harmlessness while verbosity has an exact judge).
+    """
+
+    scorer: Any
+    name: str
+    path: str = ""
+    only: list[str] | None = None
+    batch_size: int = 16
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(cls, path: str | Path, name: str, only: list[str] | None = None,
+                  batch_size: int = 16) -> ModelJudge:
+        from moslim.reward.scorer import RewardScorer
+
+        scorer = RewardScorer.from_pretrained(str(path))
+        return cls(scorer=scorer, name=name, path=str(path), only=only, batch_size=batch_size,
+                   info=_run_info(Path(path)))
+
+    @property
+    def objectives(self) -> list[str]:
+        names = self.scorer.objectives.names
+        return [n for n in names if self.only is None or n in self.only]
+
+    def levels(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[int]]:
+        objectives = self.scorer.objectives
+        out: dict[str, list[int]] = {name: [] for name in self.objectives}
+        for start in range(0, len(completions), self.batch_size):
+            stop = start + self.batch_size
+            with torch.no_grad():
+                probs = self.scorer.score(list(prompts[start:stop]), list(completions[start:stop]))
+            for name in out:
+                i = objectives.index(name)
+                # Padded classes beyond this head's levels never win the argmax.
+                head = probs[:, i, : objectives.objectives[i].num_levels]  # (b, c_i)
+                out[name] += head.argmax(-1).tolist()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "model", "objectives": self.objectives, "path": self.path, **self.info}
+
+
+def _run_info(path: Path) -> dict[str, Any]:
+    """Backbone and held-out figures a training run recorded in ``moslim_run.json`` (may be empty)."""
+    for candidate in (path / "moslim_run.json", path.parent / "moslim_run.json"):
+        if candidate.exists():
+            try:
+                run = json.loads(candidate.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                log.warning("%s is not valid JSON; judge details left out", candidate)
+                return {}
+            info = {}
+            backbone = _find_key(run, ("backbone", "base_model", "model_name_or_path"))
+            if backbone is not None:
+                info["backbone"] = backbone
+            held_out = _find_key(run, ("eval_metrics", "final_eval", "evaluation", "eval"))
+            if held_out is not None:
+                info["held_out"] = held_out
+            return info
+    return {}
+
+
+def _find_key(data: Any, keys: tuple[str, ...]) -> Any:
+    """The first value stored under one of ``keys``, searching nested mappings breadth-first."""
+    queue = [data]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, dict):
+            for key in keys:
+                if key in node:
+                    return node[key]
+            queue += [v for v in node.values() if isinstance(v, dict)]
+    return None
+
+
+def independent_judge_for(objective: str, judges: Sequence[Judge]) -> Judge | None:
+    """The first judge covering ``objective`` (judges are listed most trusted first)."""
+    return next((j for j in judges if objective in j.objectives), None)
+
+
+DEMO_OBJECTIVES = Path(__file__).resolve().parent.parent / "assets" / "demo" / "objectives.yaml"
+
+
+def exact_judges(objectives: Any, spec_path: str | Path | None = None,
+                 reward_model: str | Path | None = None) -> list[ExactJudge]:
+    """An :class:`ExactJudge` for each objective whose labelling spec bins the word count.
+
+    The spec is the ``labelling:`` section of ``spec_path`` (an objectives YAML); by default the one
+    the reward model was trained with (its folder's ``objectives.yaml``), else the demo's when it
+    fits ``objectives``. No spec, no exact judges: those objectives fall back to the judge model.
+    """
+    from moslim.data.labelling import WORDS, judge_level, load_labelling
+
+    if spec_path:
+        path = Path(spec_path)
+        if not path.exists():
+            raise ValueError(f"objectives file {path} (for the exact judges) does not exist")
+        spec = load_labelling(path, objectives)
+    else:
+        candidates = [Path(reward_model) / "objectives.yaml"] if reward_model else []
+        spec, path = None, DEMO_OBJECTIVES
+        for path in [*candidates, DEMO_OBJECTIVES]:
+            try:
+                spec = load_labelling(path, objectives) if path.exists() else None
+            except ValueError as err:
+                log.info("no usable labelling spec in %s (%s)", path, err)
+            if spec is not None:
+                break
+        if spec is None:
+            log.warning("no labelling spec fits the objectives %s: no exact judges", objectives.names)
+            return []
+    judges = []
+    for name, rules in spec.rules.items():
+        rule = next((r for r in rules if r.signal == WORDS), None)
+        if rule is not None:
+            judges.append(ExactJudge(
+                objective=name, level_of=lambda text, name=name: judge_level(text, name, spec),
+                rule=f"word count through the stored bins (upper-inclusive edges {list(rule.edges)}) "
+                     f"from {path}"))
+    return judges

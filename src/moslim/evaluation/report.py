@@ -1,0 +1,217 @@
+"""The report: ``report.md`` and ``report.html`` with tables and PNG plots, from an eval folder.
+
+Everything in it comes from files: ``metrics.json`` and ``generations-*.jsonl`` (``moslim eval``),
+optionally the RL run's ``moslim_run.json`` (training curves) and the demo's ``stages.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from moslim.evaluation import plots
+from moslim.evaluation.runner import read_jsonl
+from moslim.preferences import Preference
+
+log = logging.getLogger(__name__)
+
+METRIC_TITLES = {"hit_rate": "hit rate", "mean_abs_error": "mean abs. level error",
+                 "spearman": "Spearman", "slope": "slope"}
+SOURCE_TITLES = {"judge": "independent judges", "reward_model": "the reward model"}
+
+
+def fmt(value: Any, ci: Sequence[Any] | None = None) -> str:
+    """``0.42 [0.30, 0.55]``; undefined values (nan / null) print as ``n/a``."""
+    def one(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+    text = one(value)
+    if ci is not None and text != "n/a" and not all(one(c) == "n/a" for c in ci):
+        text += f" [{one(ci[0])}, {one(ci[1])}]"
+    return text
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+
+
+def controllability_table(policies: Mapping[str, Any], source: str) -> list[str]:
+    """Rows: objective x metric; columns: before / after RL (value [95% CI])."""
+    labels = [label for label in ("base", "policy") if label in policies]
+    names = sorted({n for p in policies.values() for n in p["controllability"].get(source, {})})
+    rows = []
+    for name in names:
+        results = {label: policies[label]["controllability"].get(source, {}).get(name) for label in labels}
+        judge = next((r["judge"] for r in results.values() if r), source)
+        for metric, title in METRIC_TITLES.items():
+            rows.append([name, judge, title] + [fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
+                                                for r in results.values()])
+    if not rows:
+        return []
+    return table(["objective", "judge", "metric"] + [plots.LABELS[label] for label in labels], rows)
+
+
+def pareto_table(policies: Mapping[str, Any], source: str) -> list[str]:
+    labels = [label for label in ("base", "policy") if label in policies]
+    pairs = sorted({pair for p in policies.values() for pair in p["pareto"].get(source, {})})
+    rows = []
+    for pair in pairs:
+        cells = []
+        for label in labels:
+            result = policies[label]["pareto"].get(source, {}).get(pair)
+            cells.append(fmt(result["hypervolume"]["value"], result["hypervolume"]["ci"]) if result else "-")
+        rows.append([pair] + cells)
+    if not rows:
+        return []
+    return table(["pair", *(f"hypervolume, {plots.LABELS[label]}" for label in labels)], rows)
+
+
+def example_completions(generations: Mapping[str, list[dict[str, Any]]], max_chars: int = 500) -> list[str]:
+    """For one prompt: each objective asked at its lowest and highest level, before and after RL."""
+    rows = [r for rs in generations.values() for r in rs if r["sample"] == 0]
+    if not rows:
+        return []
+    prompt_id = sorted({r["prompt_id"] for r in rows})[0]
+    rows = [r for r in rows if r["prompt_id"] == prompt_id]
+    singles: dict[str, list[tuple[int, str]]] = {}
+    for pref in dict.fromkeys(r["preference"] for r in rows):
+        targets = Preference.parse(pref).as_dict()
+        if len(targets) == 1:
+            (name, level), = targets.items()
+            singles.setdefault(name, []).append((level, pref))
+    lines = [f"Prompt `{prompt_id}`:", "", "> " + rows[0]["question"].replace("\n", "\n> "), ""]
+    for name, options in sorted(singles.items()):
+        contrast = [min(options)[1], max(options)[1]]
+        for pref in dict.fromkeys(contrast):
+            for label in ("base", "policy"):
+                row = next((r for r in rows if r["preference"] == pref and r.get("policy") == label), None)
+                if row is None:
+                    continue
+                verdicts = ", ".join(f"{judge} {levels[name]}" for judge, levels in row["levels"].items()
+                                     if name in levels)
+                text = row["completion"].strip()
+                text = text if len(text) <= max_chars else text[:max_chars] + " [...]"
+                lines += [f"**`{pref}`, {plots.LABELS.get(label, label)}** — judged {name} level: {verdicts}",
+                          "", "```text", text or "(empty)", "```", ""]
+    return lines
+
+
+def judges_section(metrics: Mapping[str, Any]) -> list[str]:
+    rows = []
+    for name, info in metrics.get("judges", {}).items():
+        detail = info.get("rule") or info.get("path", "")
+        extra = []
+        if info.get("backbone"):
+            extra.append(f"backbone {info['backbone']}")
+        if info.get("held_out"):
+            extra.append(f"held-out: {_short(info['held_out'])}")
+        rows.append([name, info.get("kind", ""), ", ".join(info.get("objectives", [])),
+                     "; ".join([detail, *extra])])
+    return table(["judge", "kind", "objectives", "details"], rows) if rows else []
+
+
+def _short(data: Any) -> str:
+    if isinstance(data, Mapping):
+        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in data.items() if not isinstance(v, Mapping | list))
+    return str(data)
+
+
+def stages_table(stages: Mapping[str, Any]) -> list[str]:
+    rows = [[name, info.get("status", ""), f"{info['seconds']:.0f}" if info.get("seconds") is not None else "-"]
+            for name, info in stages.items() if isinstance(info, Mapping)]
+    return table(["stage", "status", "wall time (s)"], rows) if rows else []
+
+
+def find_log_history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-step log rows a training run recorded (``log_history`` anywhere in moslim_run.json)."""
+    queue: list[Any] = [run]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, Mapping):
+            for key in ("log_history", "history", "steps"):
+                if isinstance(node.get(key), list):
+                    return [r for r in node[key] if isinstance(r, Mapping)]
+            queue += [v for v in node.values() if isinstance(v, Mapping)]
+    return []
+
+
+def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run: str | Path | None = None,
+                 stages: Mapping[str, Any] | None = None, title: str = "moslim evaluation") -> Path:
+    """Write ``report.md``, ``report.html`` and their PNGs into ``out_dir`` (default: ``eval_dir``)."""
+    eval_dir = Path(eval_dir)
+    out = Path(out_dir) if out_dir else eval_dir
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = eval_dir / "metrics.json"
+    if not metrics_path.exists():
+        raise ValueError(f"{metrics_path} does not exist; run `moslim eval` first")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    policies = metrics["policies"]
+    generations = {p.stem.removeprefix("generations-"): read_jsonl(p)
+                   for p in sorted(eval_dir.glob("generations-*.jsonl"))}
+
+    md = [f"# {title}", ""]
+    if stages:
+        md += ["## Stages", "", *stages_table(stages), ""]
+    settings = metrics.get("settings", {})
+    config = settings.get("config", {})
+    md += ["## Setup", "",
+           f"- policy: `{config.get('policy')}`; before RL: `{config.get('base_policy')}` with the same prompts",
+           f"- {len(settings.get('prompts', []))} held-out prompts from `{config.get('prompts')}`, "
+           f"{len(settings.get('preferences', []))} preferences, "
+           f"{config.get('generation', {}).get('samples')} sample(s) each",
+           f"- intervals: {int(100 * config.get('bootstrap', {}).get('confidence', 0.95))}% percentile "
+           "bootstrap over prompts; `n/a` = undefined (e.g. Spearman when the achieved level never varies)",
+           "- hypervolume: achieved mean levels scaled to 0-1 by each objective's top level, "
+           "reference point (0, 0), maximisation", ""]
+    md += ["## Judges", "", *judges_section(metrics), ""]
+    for source in ("judge", "reward_model"):
+        if not any(p["controllability"].get(source) for p in policies.values()):
+            continue
+        md += [f"## Controllability, judged by {SOURCE_TITLES[source]}", "",
+               *controllability_table(policies, source), ""]
+        image = plots.plot_controllability(policies, source, out / f"controllability-{source}.png")
+        if image:
+            md += [f"![requested vs achieved level ({source})]({image.name})", ""]
+        hv = pareto_table(policies, source)
+        if hv:
+            md += [f"### Pareto fronts, judged by {SOURCE_TITLES[source]}", "", *hv, ""]
+            image = plots.plot_pareto(policies, source, out / f"pareto-{source}.png")
+            if image:
+                md += [f"![Pareto fronts ({source})]({image.name})", ""]
+    if rl_run and Path(rl_run).exists():
+        history = find_log_history(json.loads(Path(rl_run).read_text(encoding="utf-8")))
+        image = plots.plot_training_curves(history, out / "training-curves.png") if history else None
+        if image:
+            md += ["## Training curves", "", f"From `{rl_run}` ({len(history)} logged steps).", "",
+                   f"![training curves]({image.name})", ""]
+    examples = example_completions(generations)
+    if examples:
+        md += ["## Example completions", "", *examples]
+    text = "\n".join(md) + "\n"
+    _write(out / "report.md", text)
+    _write(out / "report.html", to_html(text, title))
+    log.info("report written to %s", out / "report.md")
+    return out / "report.md"
+
+
+def to_html(markdown: str, title: str) -> str:
+    from markdown_it import MarkdownIt  # ships with rich
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+             "img{max-width:100%}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,282 @@
+"""`moslim eval` as a library: grid -> generations -> judged levels -> metrics.json.
+
+The same preference grid and prompts go to the RL policy and to the base policy (the prompt-only
+control), so every figure has its "before". Generations of each policy are saved as JSONL with
+every judge's levels, and reused when the evaluation is run again with the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moslim.data.schema import PromptRecord, prompt_text
+from moslim.evaluation.judges import Judge, independent_judge_for
+from moslim.evaluation.metrics import clean_nans, controllability, pair_pareto
+from moslim.objectives import ObjectiveSet
+from moslim.preferences import Preference, pair_grid, single_objective_grid
+
+log = logging.getLogger(__name__)
+
+REWARD_MODEL = "reward_model"  # the judge name under which the reward model's own levels are stored
+
+
+@dataclass
+class GridConfig:
+    # Objectives asked for alone at each of their levels (empty = every objective).
+    singles: list[str] = field(default_factory=list)
+    # Pairs of objectives for Pareto fronts (empty = every pair).
+    pairs: list[list[str]] = field(default_factory=list)
+    # Levels per objective on the pair grids; an objective not listed uses all its levels. Keep small
+    # on CPU: a pair grid has len(levels_a) x len(levels_b) preferences.
+    pair_levels: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 160  # ~135 words at ~0.85 words/token: every verbosity level is reachable
+    temperature: float = 0.7
+    top_p: float = 0.95
+    samples: int = 1  # completions per (prompt, preference)
+    batch_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class BootstrapConfig:
+    num_resamples: int = 1000  # resamples of the prompts
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    policy: str = ""  # the RL policy folder
+    base_policy: str | None = "smollm2-135m-instruct"  # the prompt-only control; null skips it
+    reward_model: str = ""  # the reward model folder (its objectives define the evaluation)
+    judge: str | None = None  # independent judge model folder (helpfulness, harmlessness)
+    objectives: str | None = None  # objectives YAML with a `labelling:` spec (exact verbosity judge)
+    prompts: str = ""  # held-out prompts JSONL
+    template: str | None = None  # prompt template YAML the policy was trained with (null = default)
+    num_prompts: int = 20
+    prompt_seed: int = 0
+    out: str = "runs/eval"
+    grid: GridConfig = field(default_factory=GridConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+
+
+def build_grid(objectives: ObjectiveSet, grid: GridConfig) -> tuple[list[Preference], list[tuple[str, str]]]:
+    """The single-objective grid plus the pair grids, and the pairs used."""
+    singles = grid.singles or objectives.names
+    pairs = [tuple(p) for p in grid.pairs] or list(itertools.combinations(objectives.names, 2))
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"grid.pairs: each pair must name two different objectives, got {list(pair)}")
+    levels = {}
+    for name, values in grid.pair_levels.items():
+        levels[name] = [objectives[name].check_level(v, f"grid.pair_levels.{name}") for v in values]
+    prefs = single_objective_grid(objectives, singles) + pair_grid(objectives, pairs, levels)
+    return list(dict.fromkeys(prefs)), pairs  # keep order, drop repeats
+
+
+def select_prompts(records: Sequence[PromptRecord], num_prompts: int, seed: int) -> list[PromptRecord]:
+    """A seeded subset, taking prompts round-robin across ``tags.safety`` so unsafe prompts are in it."""
+    if num_prompts < 1:
+        raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
+    by_tag: dict[str, list[PromptRecord]] = {}
+    for rec in records:
+        by_tag.setdefault(str(rec.tags.get("safety", "")), []).append(rec)
+    rng = random.Random(seed)
+    for tag in sorted(by_tag):
+        rng.shuffle(by_tag[tag])
+    ordered = [r for group in itertools.zip_longest(*(by_tag[t] for t in sorted(by_tag))) for r in group if r]
+    return ordered[:num_prompts]
+
+
+def generate_rows(policy: str, records: Sequence[PromptRecord], prefs: Sequence[Preference],
+                  objectives: ObjectiveSet, gen: GenerationConfig, template=None,
+                  progress: bool = True) -> list[dict[str, Any]]:
+    """One row per completion for every (prompt, preference), ``gen.samples`` samples each."""
+    from moslim.policy.generate import generate_completions
+
+    cells = [(rec, pref) for rec in records for pref in prefs]
+    outputs = generate_completions(
+        str(policy), [prompt_text(rec.prompt) for rec, _ in cells], [p for _, p in cells],
+        objectives=objectives, template=template, max_new_tokens=gen.max_new_tokens,
+        temperature=gen.temperature, top_p=gen.top_p, num_samples=gen.samples, seed=gen.seed,
+        batch_size=gen.batch_size, progress=progress)
+    return [{"prompt_id": rec.id, "question": prompt_text(rec.prompt), "tags": rec.tags,
+             "preference": pref.to_string(), "sample": s, "completion": text, "levels": {}}
+            for (rec, pref), samples in zip(cells, outputs) for s, text in enumerate(samples)]
+
+
+def judge_rows(rows: list[dict[str, Any]], judges: Sequence[Judge], progress: str | None = None) -> None:
+    """Fill ``row["levels"][judge.name]`` for every judge, in place."""
+    questions = [r["question"] for r in rows]
+    completions = [r["completion"] for r in rows]
+    for judge in _progress(judges, progress):
+        verdicts = judge.levels(questions, completions)
+        for name, levels in verdicts.items():
+            for row, level in zip(rows, levels):
+                row["levels"].setdefault(judge.name, {})[name] = int(level)
+
+
+def _progress(items, label: str | None):
+    if label is None:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=label, unit="judge")
+
+
+def _cache_key(**parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprint(folder: str) -> list[tuple[str, int, int]]:
+    """Name, size and mtime of a local model folder's files: a retrained policy invalidates the cache."""
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+
+
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)  # atomic: a half-written file never looks finished
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate_policy(label: str, policy: str, records, prefs, objectives, judges, cfg: EvalConfig,
+                    out: Path, template=None, show_progress: bool = True) -> list[dict[str, Any]]:
+    """Generate and judge for one policy; reuse ``generations-<label>.jsonl`` when settings match."""
+    path = out / f"generations-{label}.jsonl"
+    key_path = out / f"generations-{label}.key"
+    key = _cache_key(policy=str(policy), weights=_fingerprint(policy), prompts=[r.id for r in records],
+                     prefs=[p.to_string() for p in prefs], gen=asdict(cfg.generation),
+                     template=cfg.template, judges=[j.describe() for j in judges])
+    if path.exists() and key_path.exists() and key_path.read_text().strip() == key:
+        log.info("%s: reusing %s", label, path)
+        return read_jsonl(path)
+    start = time.perf_counter()
+    log.info("%s: generating with %s", label, policy)
+    rows = generate_rows(policy, records, prefs, objectives, cfg.generation, template, show_progress)
+    judge_rows(rows, judges, progress=f"judge ({label})" if show_progress else None)
+    for row in rows:
+        row["policy"] = label
+    write_jsonl(path, rows)
+    key_path.write_text(key + "\n")
+    log.info("%s: %d completions generated and judged in %.0f s", label, len(rows),
+             time.perf_counter() - start)
+    return rows
+
+
+def summarise(rows_by_policy: dict[str, list[dict[str, Any]]], objectives: ObjectiveSet,
+              pairs: Sequence[tuple[str, str]], judges: Sequence[Judge],
+              cfg: BootstrapConfig) -> dict[str, Any]:
+    """Metrics for each policy, judged by the independent judges and by the reward model."""
+    independent = [j for j in judges if j.name != REWARD_MODEL]
+    sources = {
+        "judge": {n: j.name for n in objectives.names if (j := independent_judge_for(n, independent))},
+        REWARD_MODEL: {n: REWARD_MODEL for n in objectives.names
+                       if any(j.name == REWARD_MODEL and n in j.objectives for j in judges)},
+    }
+    out: dict[str, Any] = {}
+    for label, rows in rows_by_policy.items():
+        entry: dict[str, Any] = {"completions": len(rows), "controllability": {}, "pareto": {}}
+        for source, judge_of in sources.items():
+            entry["controllability"][source] = controllability(
+                rows, objectives, judge_of, cfg.num_resamples, cfg.confidence, cfg.seed)
+            entry["pareto"][source] = {
+                f"{a}+{b}": result for a, b in pairs
+                if (result := pair_pareto(rows, objectives, (a, b), judge_of, cfg.num_resamples,
+                                          cfg.confidence, cfg.seed)) is not None}
+        out[label] = entry
+    return {"sources": sources, "policies": out}
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(clean_nans(metrics), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_judges(cfg: EvalConfig) -> tuple[ObjectiveSet, list[Judge]]:
+    """Independent judges first (exact rules, then the judge model), the reward model last."""
+    from moslim.evaluation.judges import ModelJudge, exact_judges
+
+    reward_model = ModelJudge.from_path(cfg.reward_model, name=REWARD_MODEL,
+                                        batch_size=cfg.generation.batch_size)
+    objectives = reward_model.scorer.objectives
+    spec = resolve_path(cfg.objectives) if cfg.objectives else None
+    judges: list[Judge] = list(exact_judges(objectives, spec, reward_model=cfg.reward_model))
+    exact = {n for j in judges for n in j.objectives}
+    if cfg.judge:
+        judge = ModelJudge.from_path(cfg.judge, name="judge", batch_size=cfg.generation.batch_size,
+                                     only=[n for n in objectives.names if n not in exact])
+        if judge.scorer.objectives.names != objectives.names:
+            log.warning("the judge scores %s, the reward model %s; comparing the shared ones",
+                        judge.scorer.objectives.names, objectives.names)
+        judges.append(judge)
+    return objectives, [*judges, reward_model]
+
+
+def resolve_path(path: str) -> Path:
+    """``moslim:assets/...`` names a file shipped inside the package; anything else is a plain path."""
+    if path.startswith("moslim:"):
+        return Path(__file__).resolve().parent.parent / path.removeprefix("moslim:")
+    return Path(path)
+
+
+def policy_template(cfg: EvalConfig):
+    """The template the RL policy was trained with (saved next to it), also used for the base policy:
+    the control sees exactly the same preference prompts."""
+    from moslim.policy.data import load_template
+
+    if cfg.template:
+        return load_template(resolve_path(cfg.template))
+    saved = Path(cfg.policy) / "prompt_template.yaml"
+    return load_template(saved if saved.exists() else None)
+
+
+def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate the policy (and the base policy) on the grid; write generations and metrics.json."""
+    from moslim.data.readers import read_prompts
+
+    for key in ("policy", "reward_model", "prompts"):
+        if not getattr(cfg, key):
+            raise ValueError(f"eval: '{key}' is required (a path), got nothing")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    objectives, judges = build_judges(cfg)
+    prefs, pairs = build_grid(objectives, cfg.grid)
+    records = select_prompts(read_prompts(resolve_path(cfg.prompts)), cfg.num_prompts, cfg.prompt_seed)
+    template = policy_template(cfg)
+    log.info("eval: %d prompts x %d preferences x %d samples per policy", len(records), len(prefs),
+             cfg.generation.samples)
+    policies = {**({"base": cfg.base_policy} if cfg.base_policy else {}), "policy": cfg.policy}
+    rows = {label: evaluate_policy(label, path, records, prefs, objectives, judges, cfg, out, template,
+                                   show_progress) for label, path in policies.items()}
+    metrics = summarise(rows, objectives, pairs, judges, cfg.bootstrap)
+    metrics["settings"] = {"config": asdict(cfg), "objectives": objectives.to_dict()["objectives"],
+                           "preferences": [p.to_string() for p in prefs], "pairs": [list(p) for p in pairs],
+                           "prompts": [r.id for r in records]}
+    metrics["judges"] = {j.name: j.describe() for j in judges}
+    write_metrics(out / "metrics.json", metrics)
+    return metrics
