@@ -68,6 +68,13 @@ def _as_preferences(preferences, n: int, objectives: ObjectiveSet) -> list[Prefe
     return out
 
 
+def render_prompts(tokenizer, questions: Sequence, preferences: Sequence[Preference], objectives: ObjectiveSet,
+                   template: PromptTemplate) -> list[str]:
+    """The policy's input text: the chat template over (rendered system message, question), as TRL renders it."""
+    return [tokenizer.apply_chat_template(build_messages(q, p, objectives, template), tokenize=False,
+                                          add_generation_prompt=True) for q, p in zip(questions, preferences)]
+
+
 def generate_completions(policy_path_or_model, questions: Sequence, preferences=None,
                          objectives: ObjectiveSet | None = None, template: PromptTemplate | None = None,
                          max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.95,
@@ -89,8 +96,7 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
         tokenizer.padding_side = "left"
     objectives, template = policy_setting(folder, objectives, template)
     prefs = _as_preferences(preferences, len(questions), objectives)
-    prompts = [tokenizer.apply_chat_template(build_messages(q, p, objectives, template), tokenize=False,
-                                             add_generation_prompt=True) for q, p in zip(questions, prefs)]
+    prompts = render_prompts(tokenizer, questions, prefs, objectives, template)
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
         {"do_sample": False}
     torch.manual_seed(seed)

@@ -1,0 +1,259 @@
+"""Fast RL on CPU inside TRL: batched sampling for rollouts and a plain forward for the update's log-probs.
+
+- ``generate_batch``: sample completions for many prompts at once, with ``model.generate(do_sample=True,
+  temperature, top_p, top_k)``'s semantics (see ``fast_sampling``) and a decoder that prefills each
+  distinct prompt once, keeps a static KV cache and drops finished rows (see ``fast_decode``).
+  Usable on its own (evaluation, ``moslim generate``) or through TRL.
+- ``make_rollout_func``: the ``GRPOTrainer(rollout_func=...)`` that calls it with the trainer's current
+  weights. Everything else (losses, logging, accelerate, checkpoints) stays TRL's.
+- ``FastLogprobsMixin`` / ``enable_fast_logprobs``: the update's per-token log-probs from one plain
+  forward that projects only the completion positions, instead of TRL's chunked CPU path that projects
+  every position. Same numbers as a plain forward, gradients intact.
+- ``use_fast_path``: "auto" picks all this on CPU and TRL's own path (vLLM, CUDA kernels) elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Callable, Sequence
+
+import torch
+
+from moslim.policy.fast_decode import HFDecoder, StaticDecoder, static_support
+from moslim.policy.fast_sampling import check_sampling, sample_next
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("auto", "fast", "trl")
+COMPACT_BELOW = 0.75  # drop finished rows once fewer than this share of the decoded rows is still going
+
+
+def use_fast_path(setting: str, device) -> bool:
+    """Whether to use this module's rollout: "fast" / "trl" force it, "auto" means "on CPU"."""
+    if setting not in SETTINGS:
+        raise ValueError(f"rollout={setting!r}: expected one of {', '.join(SETTINGS)}")
+    if setting != "auto":
+        return setting == "fast"
+    return torch.device(device).type == "cpu"
+
+
+def generation_dtype(model) -> torch.dtype:
+    """bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16 / AMX), else the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    if dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return dtype
+
+
+def default_eos_ids(model, tokenizer) -> list[int]:
+    """End-of-sequence ids from the generation config (may be several) and the tokenizer."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+# -- sampling -----------------------------------------------------------------------------------
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                   temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                   eos_token_ids: Sequence[int] | None = None, generator: torch.Generator | None = None,
+                   dtype: torch.dtype | None = None) -> tuple[list[list[int]], list[list[float]]]:
+    """Sample one completion per prompt; return (completion_ids, logprobs), one list per prompt.
+
+    A completion stops after its first end-of-sequence token, which it includes (as TRL's own
+    generation path returns it), or after ``max_new_tokens``. ``logprobs[i][j]`` is the log-probability
+    of token j under ``softmax(logits / temperature)``, unfiltered (what TRL's update recomputes).
+    Identical prompts are prefilled once. ``dtype`` is the decoding dtype (default: bfloat16 where the
+    CPU runs it natively); ``generator`` seeds the draws. Runs on the model's device, in eval mode.
+    """
+    check_sampling(temperature, top_p, top_k)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: expected >= 1")
+    if not prompt_ids or any(len(ids) == 0 for ids in prompt_ids):
+        raise ValueError("prompt_ids: expected a non-empty list of non-empty token id lists")
+    eos = torch.tensor(list(eos_token_ids) if eos_token_ids is not None else default_eos_ids(model, tokenizer))
+    distinct: dict[tuple[int, ...], int] = {}
+    rows = torch.tensor([distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids])
+    ids, mask = _left_pad(list(distinct), pad_id=0)
+    capacity = ids.size(1) + max_new_tokens
+    was_training = model.training
+    model.eval()
+    try:
+        decoder = _decoder(model, capacity, dtype)
+        logits = decoder.prefill(ids, mask, rows, capacity)
+        return _decode(decoder, logits, len(prompt_ids), max_new_tokens, eos,
+                       dict(temperature=temperature, top_p=top_p, top_k=top_k, generator=generator))
+    finally:
+        model.train(was_training)
+
+
+def _decoder(model, capacity: int, dtype):
+    reason = static_support(model, capacity)
+    if reason is None:
+        return StaticDecoder(model, dtype or generation_dtype(model))
+    log.debug("fast decoder not used (%s): decoding with the model's own forward", reason)
+    return HFDecoder(model)
+
+
+def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tensor, sampling: dict):
+    completions: list[list[int]] = [[] for _ in range(num_rows)]
+    logprobs: list[list[float]] = [[] for _ in range(num_rows)]
+    decoded = list(range(num_rows))  # output row of each row the decoder holds
+    going = set(decoded)
+    for step in range(max_new_tokens):
+        tokens, token_logprobs = sample_next(logits, **sampling)
+        ended = torch.isin(tokens, eos).tolist()
+        for row, token, logprob, end in zip(decoded, tokens.tolist(), token_logprobs.tolist(), ended):
+            if row in going:
+                completions[row].append(token)
+                logprobs[row].append(logprob)
+                if end:
+                    going.discard(row)
+        if not going or step == max_new_tokens - 1:
+            break
+        if len(going) < COMPACT_BELOW * len(decoded):  # finished rows would keep costing compute
+            keep = [i for i, row in enumerate(decoded) if row in going]
+            decoder.keep(torch.tensor(keep))
+            decoded = [decoded[i] for i in keep]
+            tokens = tokens[keep]
+        logits = decoder.step(tokens)
+    return completions, logprobs
+
+
+def _left_pad(sequences: list[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, p) ids and mask, padded on the left to the longest sequence."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, longest - len(seq):] = torch.tensor(list(seq))
+        mask[i, longest - len(seq):] = 1
+    return ids, mask
+
+
+# -- TRL rollout ------------------------------------------------------------------------------
+RolloutFunc = Callable[[list, object], dict]
+
+
+def make_rollout_func(*, max_new_tokens: int | None = None, temperature: float | None = None,
+                      top_p: float | None = None, top_k: int | None = None, num_generations: int | None = None,
+                      fast_logprobs: bool = True, args=None, model=None, tokenizer=None) -> RolloutFunc:
+    """A ``rollout_func`` for ``GRPOTrainer``: samples with ``generate_batch`` from the trainer's weights.
+
+    Settings left as None come from the trainer (``max_completion_length``, ``temperature``, ``top_p``,
+    ``top_k``). TRL hands over each process's prompts already repeated once per generation (its sampler
+    does that), so ``num_generations=None`` samples one completion per prompt it gets; an integer n
+    samples n per prompt instead (for a caller that passes distinct prompts). Prompts are chat
+    messages (rendered with the tokenizer's chat template, as TRL does) or plain strings.
+    ``fast_logprobs``: on its first call, also switch the trainer to ``enable_fast_logprobs``.
+    ``args`` / ``model`` / ``tokenizer`` are accepted for symmetry with the trainer's arguments; the
+    rollout always reads the trainer's own model and tokenizer at call time (the weights change).
+    """
+    del args, model, tokenizer
+
+    def rollout(prompts: list, trainer) -> dict:
+        if fast_logprobs and not getattr(trainer, "_moslim_fast_logprobs", False):
+            enable_fast_logprobs(trainer)
+        _check_trainer_sampling(trainer)
+        tokenizer = trainer.processing_class
+        repeat = num_generations or 1
+        prompt_ids = [ids for ids in _tokenize(tokenizer, prompts, trainer) for _ in range(repeat)]
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        completion_ids, logprobs = generate_batch(
+            policy, tokenizer, prompt_ids,
+            max_new_tokens=max_new_tokens or trainer.max_completion_length,
+            temperature=trainer.temperature if temperature is None else temperature,
+            top_p=trainer.top_p if top_p is None else top_p,
+            top_k=(trainer.top_k or 0) if top_k is None else top_k,
+            eos_token_ids=trainer.eos_token_ids,
+        )
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
+
+    return rollout
+
+
+def _check_trainer_sampling(trainer) -> None:
+    unsupported = {"min_p": (getattr(trainer, "min_p", None), None),
+                   "repetition_penalty": (getattr(trainer, "repetition_penalty", 1.0), 1.0)}
+    for name, (value, neutral) in unsupported.items():
+        if value is not None and value != neutral:
+            raise ValueError(f"{name}={value}: the fast rollout does not implement it; set rollout: trl")
+
+
+def _tokenize(tokenizer, prompts: list, trainer) -> list[list[int]]:
+    if prompts and isinstance(prompts[0], list):  # conversations: apply the chat template like TRL does
+        rendered = tokenizer.apply_chat_template(
+            conversation=prompts, tools=getattr(trainer, "tools", None) or None,
+            chat_template=getattr(trainer, "chat_template", None), add_generation_prompt=True,
+            tokenize=True, return_dict=True, **(getattr(trainer, "chat_template_kwargs", None) or {}))
+        return [list(ids) for ids in rendered["input_ids"]]
+    return [list(ids) for ids in tokenizer(text=prompts)["input_ids"]]
+
+
+# -- log-probs for the update ---------------------------------------------------------------------
+def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+                        temperature: float = 1.0, entropy: bool = False, entropy_grad: bool = False):
+    """Per-token log-probs (b, n) of the last ``n = logits_to_keep`` tokens of ``input_ids`` (b, s),
+    under ``softmax(logits / temperature)``, from one forward that projects only those positions;
+    and their entropies (b, n) if asked (differentiable only with ``entropy_grad``). Padding -> 0."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1,
+                   use_cache=False).logits[:, :-1]  # position i predicts token i + 1
+    logits = logits.float() / temperature  # (b, n, v)
+    log_z = torch.logsumexp(logits, dim=-1)
+    targets = input_ids[:, -logits_to_keep:]
+    logps = logits.gather(-1, targets[..., None])[..., 0] - log_z
+    pad = attention_mask[:, -logits_to_keep:] == 0
+    logps = logps.masked_fill(pad, 0.0)
+    if not entropy:
+        return logps, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        probs = (logits - log_z[..., None]).exp()
+        entropies = (log_z - (probs * logits).sum(-1)).masked_fill(pad, 0.0)
+    return logps, entropies
+
+
+class FastLogprobsMixin:
+    """Put before ``GRPOTrainer`` in the bases: log-probs from ``completion_logprobs`` (text-only
+    models without MoE auxiliary losses; anything else goes to TRL's own path)."""
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                           **multimodal):
+        if compute_aux_loss or any(value is not None for value in multimodal.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        return _fast_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy)
+
+
+def _fast_logps(trainer, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy):
+    batch_size = batch_size or input_ids.size(0)  # TRL's chunking bounds the (b, n, v) logits' memory
+    logps, entropies = [], []
+    for start in range(0, input_ids.size(0), batch_size):
+        chunk = slice(start, start + batch_size)
+        with trainer.accelerator.autocast():
+            lp, ent = completion_logprobs(model, input_ids[chunk], attention_mask[chunk], logits_to_keep,
+                                          temperature=trainer.temperature, entropy=compute_entropy,
+                                          entropy_grad=getattr(trainer, "_entropy_bonus_enabled", False))
+        logps.append(lp)
+        entropies.append(ent)
+    return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+
+def enable_fast_logprobs(trainer) -> None:
+    """Switch a built ``GRPOTrainer`` (or ``RLOOTrainer``) to ``FastLogprobsMixin``'s log-probs."""
+    original = trainer._get_per_token_logps_and_entropies
+
+    def patched(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if compute_aux_loss or any(value is not None for value in multimodal.values()):
+            return original(model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                            compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        return _fast_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy)
+
+    trainer._get_per_token_logps_and_entropies = types.MethodType(patched, trainer)
+    trainer._moslim_fast_logprobs = True
+    log.info("update log-probs: moslim plain forward (completion positions only)")

@@ -1,0 +1,82 @@
+"""The RL prompt dataset: seeded preferences rendered into the prompt and parsed back."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from moslim.data.schema import PromptRecord
+from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
+from moslim.preferences import Preference, PromptTemplate, build_messages, preference_from_messages
+
+
+def _lines(text: str, tokenizer) -> str:
+    # The chat template closes a turn with a special token on the same line as the last preference line.
+    return text.replace(tokenizer.eos_token, "\n")
+
+
+def test_preference_survives_the_round_trip_into_the_prompt_and_back(objectives, prompts_file, tiny_tokenizer):
+    records = read_prompt_records(prompts_file)
+    data = build_rl_dataset(records, objectives, num_named=(0, 3), preferences_per_prompt=3, seed=1)
+    assert len(data) == 3 * len(records)
+    template = PromptTemplate()
+    for row in data:
+        stored = Preference.parse(row["preference"], objectives)
+        assert preference_from_messages(row["prompt"], objectives) == stored
+        # and through the policy's chat template, the text the policy actually reads
+        text = tiny_tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        assert template.parse(_lines(text, tiny_tokenizer), objectives) == stored
+        assert row["prompt"][-1] == {"role": "user", "content": row["question"]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_any_preference_round_trips_through_the_chat_template(objectives, tiny_tokenizer, data):
+    targets = {}
+    for obj in objectives:
+        if data.draw(st.booleans()):
+            targets[obj.name] = data.draw(st.integers(0, obj.num_levels - 1))
+    pref = Preference.of(targets)
+    messages = build_messages("what is water ?", pref, objectives)
+    text = tiny_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert PromptTemplate().parse(_lines(text, tiny_tokenizer), objectives) == pref
+
+
+def test_the_same_seed_rebuilds_the_same_dataset(objectives, prompts_file):
+    records = read_prompt_records(prompts_file)
+    a = build_rl_dataset(records, objectives, seed=3)["preference"]
+    b = build_rl_dataset(records, objectives, seed=3)["preference"]
+    c = build_rl_dataset(records, objectives, seed=4)["preference"]
+    assert a == b and a != c
+
+
+def test_num_named_bounds_the_objectives_each_preference_names(objectives, prompts_file):
+    records = read_prompt_records(prompts_file)
+    data = build_rl_dataset(records, objectives, num_named=(2, 2), preferences_per_prompt=4)
+    assert {len(Preference.parse(p)) for p in data["preference"]} == {2}
+
+
+def test_chat_prompts_keep_their_turns_and_lose_their_own_system_message(objectives):
+    chat = [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "what is water ?"}]
+    data = build_rl_dataset([PromptRecord("c", chat)], objectives, num_named=(1, 1))
+    prompt = data[0]["prompt"]
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
+    assert "be terse" not in prompt[0]["content"]
+
+
+def test_a_custom_template_round_trips_through_yaml(tmp_path, objectives):
+    template = PromptTemplate(header="Targets:", line="* {name} -> {level}", empty="No targets.")
+    save_template(template, tmp_path / "t.yaml")
+    loaded = load_template(tmp_path / "t.yaml")
+    assert loaded == template
+    pref = Preference.of(verbosity=2)
+    assert loaded.parse(loaded.render(pref, objectives), objectives) == pref
+
+
+def test_bad_prompt_file_line_is_reported_with_its_location(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        read_prompt_records(path)

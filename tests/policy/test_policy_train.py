@@ -1,0 +1,122 @@
+"""Real TRL GRPO / RLOO steps on a tiny Llama against a tiny real reward model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moslim.config import from_dict, load_config
+from moslim.objectives import ObjectiveSet
+from moslim.policy.train import RUN_FILE, RLConfig, last_complete_checkpoint, train_policy, trl_args
+from moslim.preferences import PromptTemplate
+
+
+def _changed(before_dir, after_dir) -> list[str]:
+    before = load_file(before_dir / "model.safetensors")
+    after = load_file(after_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
+@pytest.mark.parametrize("algorithm,trl", [("grpo", {}), ("grpo", {"loss_type": "dr_grpo"}),
+                                           ("grpo", {"loss_type": "bnpo", "beta": 0.05}), ("rloo", {})])
+def test_rl_steps_change_the_policy_parameters(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file,
+                                               algorithm, trl):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run", algorithm, trl)
+    final = train_policy(config)
+    assert _changed(tiny_causal_lm_dir, final), "no parameter moved after 2 RL steps"
+    summary = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert summary["global_step"] == 2 and [s["step"] for s in summary["steps"]] == [1, 2]
+    if trl.get("beta") or algorithm == "rloo":
+        assert all("kl" in s for s in summary["steps"])
+
+
+def test_run_summary_and_final_folder_carry_what_the_pipeline_needs(tmp_path, make_config, tiny_causal_lm_dir,
+                                                                   tiny_rm_dir, prompts_file, objectives):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run")
+    final = train_policy(config)
+    names = {p.name for p in final.iterdir()}
+    assert {"config.json", "model.safetensors", "objectives.yaml", "prompt_template.yaml"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)  # no pickles
+    assert ObjectiveSet.from_yaml(final / "objectives.yaml") == objectives
+    summary = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    step = summary["steps"][-1]
+    for key in ("reward", "completions/mean_length", "time/generation", "time/reward", "time/update"):
+        assert key in step, key
+    assert any(k.endswith("/hit_rate") for k in step)
+    assert step["time/step"] == pytest.approx(step["time/generation"] + step["time/reward"] + step["time/update"])
+    assert summary["wall_s"] > 0 and summary["final"] == str(final)
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file):
+    out = tmp_path / "run"
+    first = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, out)
+    train_policy(first)
+    first_steps = json.loads((out / RUN_FILE).read_text())["steps"]
+    assert last_complete_checkpoint(out).name == "checkpoint-2"
+    more = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, out, trl={"max_steps": 3})
+    train_policy(more)
+    summary = json.loads((out / RUN_FILE).read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert [s["step"] for s in summary["steps"]] == [1, 2, 3]
+    assert summary["steps"][:2] == first_steps  # steps 1-2 come from the checkpoint, not a re-run
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+
+
+def test_incomplete_checkpoint_is_not_resumed_from(tmp_path):
+    (tmp_path / "checkpoint-1").mkdir()
+    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-2").mkdir()  # a crash while saving: no trainer_state.json yet
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-1"
+
+
+@pytest.mark.parametrize("save", ["adapter", "merged"])
+def test_lora_policy_saves_as_adapter_or_merged(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
+                                                prompts_file, save):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run")
+    config.policy.lora.enabled, config.policy.lora.save, config.policy.lora.r = True, save, 4
+    final = train_policy(config)
+    names = {p.name for p in final.iterdir()}
+    if save == "adapter":
+        assert "adapter_config.json" in names and "adapter_model.safetensors" in names
+        from moslim.policy.generate import generate_completions
+
+        answers = generate_completions(final, ["what is water ?"], "verbosity=1", max_new_tokens=4, progress=False)
+        assert len(answers) == 1 and len(answers[0]) == 1  # the adapter loads on its base for generation
+    else:
+        assert "adapter_config.json" not in names and _changed(tiny_causal_lm_dir, final)
+
+
+def test_custom_template_is_used_and_saved_with_the_policy(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
+                                                           prompts_file):
+    template = tmp_path / "template.yaml"
+    template.write_text("header: 'Targets:'\nline: '* {name} -> {level}'\nempty: 'No targets.'\n")
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run")
+    config.data.template = str(template)
+    final = train_policy(config)
+    saved = (final / "prompt_template.yaml").read_text()
+    assert "{name} -> {level}" in saved
+    assert PromptTemplate(header="Targets:", line="* {name} -> {level}", empty="No targets.").to_dict() \
+        == __import__("yaml").safe_load(saved)
+
+
+def test_config_rejects_unknown_keys_with_a_hint(tmp_path):
+    path = tmp_path / "rl.yaml"
+    path.write_text("train:\n  algoritm: grpo\n")
+    with pytest.raises(ValueError, match="did you mean 'algorithm'"):
+        load_config(RLConfig, path)
+
+
+def test_unknown_trl_option_is_reported(tmp_path):
+    with pytest.raises(ValueError, match="trl section"):
+        trl_args("grpo", tmp_path, {"not_an_option": 1})
+
+
+def test_fast_rollout_with_rloo_is_rejected_before_any_model_loads():
+    config = from_dict(RLConfig, {"train": {"algorithm": "rloo", "rollout": "fast"}})
+    with pytest.raises(ValueError, match="GRPO only"):
+        config.check()
