@@ -85,7 +85,7 @@ def run_validate(args: argparse.Namespace) -> int:
         raise ValueError("--rejects needs --skip-bad (without it the first bad row stops the run)")
     kind, _, result = _read(args, "skip" if args.skip_bad else "raise", args.rejects)
     print(f"{args.path}: {kind}: read {result.read} rows, kept {result.kept}, rejected {len(result.rejected)}")
-    for where, reason in result.rejected[:20]:
+    for _, reason in result.rejected[:20]:
         print(f"  rejected {reason}")
     if len(result.rejected) > 20:
         print(f"  ... and {len(result.rejected) - 20} more" + (f" (all in {args.rejects})" if args.rejects else ""))

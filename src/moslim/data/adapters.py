@@ -241,17 +241,3 @@ def prompt_set(path: str | Path, origin: str, safety: str, id_field: str = "id",
                             prompt=check_text(prompt, prompt_field, where), source=origin, tags=tags)
 
     return _read(path, parse, on_error, rejects_path, "train")
-
-
-def self_instruct_prompts(path: str | Path) -> list[PromptRecord]:
-    """Self-instruct user-oriented tasks: instruction plus its input, as one prompt (evaluation only)."""
-    def parse(row: Mapping[str, Any], where: str) -> PromptRecord:
-        instruction = check_text(row.get("instruction"), "instruction", where)
-        instances = row.get("instances") or [{}]
-        extra = (instances[0] or {}).get("input", "").strip()
-        return PromptRecord(id=f"self_instruct/{row.get('id')}",
-                            prompt=f"{instruction}\n\n{extra}" if extra else instruction,
-                            source="self_instruct",
-                            tags={"safety": "safe", "origin": "self_instruct", "eval_only": True})
-
-    return _read(path, parse, "raise", None, "train")

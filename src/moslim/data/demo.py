@@ -207,7 +207,7 @@ def build_prompts(source: Path, groups: Callable[[str], int], xstest: list[dict]
     eval_only = adapters.prompt_set(source / "prompts/mt_bench_question.jsonl", "mt_bench", "safe",
                                      id_field="question_id", prompt_field="turns", tag_fields=("category",))
     # MT-Bench shares a few questions with AlpacaEval: keep only those no other prompt already has.
-    seen = {_key(p) for p in itertools.chain(train, more_train, evaluation, more_eval)}
+    seen = {_key(p) for p in itertools.chain(instructions, train, more_train, evaluation, more_eval)}
     return train + more_train, evaluation + more_eval + [p for p in eval_only if _key(p) not in seen]
 
 

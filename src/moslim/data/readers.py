@@ -272,11 +272,11 @@ def _optional_str(value: Any, name: str, where: str) -> str:
 
 def check_text(value: Any, name: str, where: str, columns: Mapping[str, str] | None = None) -> str:
     column = (columns or {}).get(name, name)
-    shown = name if column == name else f"{name} (column {column!r})"
+    shown = repr(name) if column == name else f"{name!r} (column {column!r})"
     if value is None:
-        raise RowError(f"{where}: missing field {shown!r}")
+        raise RowError(f"{where}: missing field {shown}")
     if not isinstance(value, str):
-        raise RowError(f"{where}: field {shown!r} must be a string, got {type(value).__name__} {value!r:.60}")
+        raise RowError(f"{where}: field {shown} must be a string, got {type(value).__name__} {value!r:.60}")
     if not value.strip():
         raise RowError(f"{where}: empty {name} (field {column!r} is blank)")
     return value

@@ -1,0 +1,129 @@
+"""The demo dataset: the builder (on a miniature source folder) and the committed files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from moslim.data import load_labelling, read_examples, read_pairs, read_prompts, verbosity_level
+from moslim.data.demo import DEMO_DIR, FILES, DemoSettings, build_demo
+from moslim.data.schema import prompt_text
+from moslim.objectives import ObjectiveSet
+
+SMALL = DemoSettings(cell_quota=(5, 2, 2), hh_pairs=5)
+SPLITS = ("rm_train", "judge_train", "rm_eval")
+
+
+def key(record) -> str:
+    return " ".join(prompt_text(record.prompt).lower().split())
+
+
+def read_all(folder: Path):
+    objectives = ObjectiveSet.from_yaml(folder / "objectives.yaml")
+    splits = {name: read_examples(folder / f"{name}.jsonl.gz", objectives) for name in SPLITS}
+    prompts = {name: read_prompts(folder / f"{name}.jsonl") for name in ("prompts_train", "prompts_eval")}
+    return objectives, splits, prompts
+
+
+def sides(splits, prompts) -> dict[str, set[str]]:
+    return {"train": {key(r) for r in splits["rm_train"] + prompts["prompts_train"]},
+            "judge": {key(r) for r in splits["judge_train"]},
+            "eval": {key(r) for r in splits["rm_eval"] + prompts["prompts_eval"]}}
+
+
+@pytest.fixture(scope="module")
+def mini_demo(mini_source, tmp_path_factory) -> Path:
+    return Path(build_demo(mini_source, tmp_path_factory.mktemp("demo"), SMALL)["balance.md"]).parent
+
+
+def test_rebuild_gives_identical_bytes(mini_source, mini_demo, tmp_path):
+    again = build_demo(mini_source, tmp_path, SMALL)
+    assert sorted(again) == sorted(FILES)
+    for name in FILES:
+        assert again[name].read_bytes() == (mini_demo / name).read_bytes(), name
+
+
+def test_no_prompt_sits_on_two_sides(mini_demo):
+    _, splits, prompts = read_all(mini_demo)
+    found = sides(splits, prompts)
+    assert not found["train"] & found["judge"] and not found["train"] & found["eval"]
+    assert not found["judge"] & found["eval"]
+
+
+def test_self_instruct_prompts_never_reach_training(mini_demo):
+    _, splits, prompts = read_all(mini_demo)
+    selfinstruct = {f"question number {i}?" for i in range(0, 60, 5)}
+    assert not selfinstruct & {key(r) for r in splits["rm_train"] + prompts["prompts_train"]}
+    assert selfinstruct & {key(r) for r in splits["rm_eval"]}
+
+
+def test_labels_follow_the_stored_spec(mini_demo):
+    objectives, splits, _ = read_all(mini_demo)
+    spec = load_labelling(mini_demo / "objectives.yaml")
+    for rows in splits.values():
+        for ex in rows:
+            assert ex.labels["verbosity"] == verbosity_level(ex.response, spec)
+            if ex.source.startswith("xstest"):
+                assert "harmlessness" in ex.labels
+    cells = Counter((e.labels["helpfulness"], e.labels["verbosity"]) for e in splits["rm_train"]
+                    if e.source.startswith("alpaca_eval"))
+    assert max(cells.values()) <= SMALL.cell_quota[0] and len(cells) >= 8
+
+
+def test_prompt_sets_dedupe_and_drop_prompts_seen_elsewhere(mini_demo):
+    _, _, prompts = read_all(mini_demo)
+    everything = prompts["prompts_train"] + prompts["prompts_eval"]
+    assert len({key(p) for p in everything}) == len(everything)
+    origins = Counter(p.tags["origin"] for p in everything)
+    assert origins["do_not_answer"] == 9  # ten rows, one repeated text
+    assert origins["mt_bench"] == 1  # "Question number 3?" is already an AlpacaEval prompt
+    assert {p.tags["safety"] for p in everything} == {"safe", "unsafe"}
+
+
+def test_balance_report_counts_the_left_out_rows(mini_demo):
+    report = (mini_demo / "balance.md").read_text()
+    assert "AlpacaEval rows rejected (empty output): 1" in report
+    assert "| hh_rlhf | harmlessness | 5 |" in report
+
+
+def test_build_refuses_a_folder_that_is_not_the_public_data(tmp_path):
+    with pytest.raises(ValueError, match="not the public data folder"):
+        build_demo(tmp_path, tmp_path / "out")
+
+
+# -- the committed demo dataset -----------------------------------------------------------------
+def test_committed_demo_is_complete_and_small():
+    sizes = {name: (DEMO_DIR / name).stat().st_size for name in FILES}
+    assert sum(sizes.values()) < 15 * 2**20
+
+
+def test_committed_demo_reads_cleanly_and_splits_by_prompt():
+    objectives, splits, prompts = read_all(DEMO_DIR)
+    assert objectives.names == ["helpfulness", "verbosity", "harmlessness"]
+    found = sides(splits, prompts)
+    assert not (found["train"] & found["judge"] or found["train"] & found["eval"] or found["judge"] & found["eval"])
+    pairs = read_pairs(DEMO_DIR / "pairs_eval.jsonl.gz", objectives)
+    assert {p.objective for p in pairs} == {"helpfulness", "harmlessness"}
+    assert not {key(p) for p in pairs if p.source != "hh_rlhf"} & (found["train"] | found["judge"])
+
+
+def test_committed_training_data_has_every_level_reachable_within_100_words():
+    objectives, splits, _ = read_all(DEMO_DIR)
+    spec = load_labelling(DEMO_DIR / "objectives.yaml")
+    assert spec.rules["verbosity"][0].edges[-1] < 100  # the policy writes at most ~100 words
+    train = splits["rm_train"]
+    for obj in objectives:
+        levels = Counter(e.labels[obj.name] for e in train if obj.name in e.labels)
+        assert set(levels) == set(range(obj.num_levels)), obj.name
+    short = Counter(e.labels["verbosity"] for e in train if len(e.response.split()) <= 100)
+    assert min(short.values()) >= 300
+
+
+def test_committed_prompt_sets_mix_safe_and_unsafe_prompts():
+    _, _, prompts = read_all(DEMO_DIR)
+    for records in prompts.values():
+        by = Counter((p.tags["origin"], p.tags["safety"]) for p in records)
+        assert by["xstest", "safe"] > 0 and by["xstest", "unsafe"] > 0
+        assert by["alpaca_eval", "safe"] > 0 and by["harmbench", "unsafe"] > 0
