@@ -1,0 +1,33 @@
+"""Run by test_policy_ddp.py under torchrun: 2 RL steps, then each rank saves its own parameters.
+
+usage: torchrun --standalone --nproc_per_node 2 ddp_worker.py CONFIG_JSON OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from moslim.config import from_dict
+from moslim.policy.train import RLConfig, build_trainer
+
+
+def main(config_path: str, out_dir: str) -> None:
+    config = from_dict(RLConfig, json.loads(Path(config_path).read_text()))
+    trainer, *_ = build_trainer(config)
+    trainer.train()
+    rank = int(os.environ["RANK"])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state.pop("lm_head.weight", None)  # tied to the embeddings: saved once
+    save_file(state, str(Path(out_dir) / f"rank{rank}.safetensors"))
+    json.dump({"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step},
+              open(Path(out_dir) / f"rank{rank}.json", "w"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
