@@ -85,7 +85,15 @@ def test_prompt_sets_dedupe_and_drop_prompts_seen_elsewhere(mini_demo):
 def test_balance_report_counts_the_left_out_rows(mini_demo):
     report = (mini_demo / "balance.md").read_text()
     assert "AlpacaEval rows rejected (empty output): 1" in report
-    assert "| hh_rlhf | harmlessness | 5 |" in report
+    assert "HH-RLHF pairs rejected (empty final reply, or dialogues differ before it): 0" in report
+
+
+def test_hh_pairs_split_by_opening_question(mini_demo):
+    train = read_pairs(mini_demo / "pairs_train.jsonl.gz")
+    held_out = [p for p in read_pairs(mini_demo / "pairs_eval.jsonl.gz") if p.source == "hh_rlhf"]
+    assert train and 0 < len(held_out) <= SMALL.hh_pairs
+    assert not {key(p) for p in train} & {key(p) for p in held_out}
+    assert len(train) + len(held_out) <= 12
 
 
 def test_build_refuses_a_folder_that_is_not_the_public_data(tmp_path):
@@ -107,6 +115,8 @@ def test_committed_demo_reads_cleanly_and_splits_by_prompt():
     pairs = read_pairs(DEMO_DIR / "pairs_eval.jsonl.gz", objectives)
     assert {p.objective for p in pairs} == {"helpfulness", "harmlessness"}
     assert not {key(p) for p in pairs if p.source != "hh_rlhf"} & (found["train"] | found["judge"])
+    hh_train = read_pairs(DEMO_DIR / "pairs_train.jsonl.gz", objectives)
+    assert not {key(p) for p in hh_train} & {key(p) for p in pairs}
 
 
 def test_committed_training_data_has_every_level_reachable_within_100_words():

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 FILES = ("objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz", "rm_eval.jsonl.gz",
-         "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl", "balance.md", "SOURCES.md")
+         "pairs_train.jsonl.gz", "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl",
+         "balance.md", "SOURCES.md")
 SEED = 20240611
 
 
@@ -52,7 +53,7 @@ class DemoSettings:
     cell_quota: tuple[int, int, int] = (250, 100, 100)
     generator_share: float = 0.15  # at most this share of a cell from one generator (variety)
     max_words: int = 250  # the policy writes <= ~100 words; very long answers teach little
-    hh_pairs: int = 1000  # held-out HH-RLHF harmless pairs
+    hh_pairs: int = 1000  # held-out HH-RLHF harmless pairs (the rest, other prompts, go to pairs_train)
     prompt_eval_fraction: float = 0.2
 
 
@@ -146,6 +147,19 @@ def alpaca_pairs(examples: Sequence[Example], scores: dict[str, float], rng: ran
             pairs.append(PreferencePair(id=f"{a.id}>{b.id.split('/')[1]}", prompt=prompt, chosen=a.response,
                                         rejected=b.response, objective="helpfulness", source="alpaca_eval"))
     return pairs
+
+
+def split_hh_pairs(pairs: list[PreferencePair], eval_size: int,
+                   rng: random.Random) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """HH pairs split by their opening question (about half each way), ``eval_size`` of the held-out half kept."""
+    for pair in pairs:  # ids by line number, not by where the source folder happens to be
+        pair.id = f"hh_rlhf/harmless_base_test/{pair.id.rsplit(':', 1)[1]}"
+    train, held_out = [], []
+    for pair in pairs:
+        opening = " ".join(pair.prompt[0]["content"].lower().split())
+        (held_out if bucket(opening, (0.5, 0.5), "hh") else train).append(pair)
+    held_out = rng.sample(held_out, min(eval_size, len(held_out)))
+    return train, sorted(held_out, key=lambda p: int(p.id.rsplit("/", 1)[1]))
 
 
 def xstest_pairs(rows: Sequence[Scored], rng: random.Random) -> list[PreferencePair]:
@@ -250,15 +264,13 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
         splits[name] = chosen + [to_example(r, spec) for r in xstest if groups(r.group) == index]
 
     progress("building pairs")
-    scores = {r.id: r.signals["alpaca_eval_preference"] for r in alpaca}
-    eval_alpaca = [to_example(r, spec) for r in alpaca if groups(r.group) == 2]
-    hh_result = load_records(source / "hh_rlhf/harmless_base_test.jsonl.gz", adapters.hh_rlhf_parser(), on_error="skip")
-    for pair in hh_result.items:  # ids by line number, not by where the source folder happens to be
-        pair.id = f"hh_rlhf/harmless_base_test/{pair.id.rsplit(':', 1)[1]}"
-    hh = rng.sample(hh_result.items, min(settings.hh_pairs, len(hh_result.items)))
-    pairs = (sorted(hh, key=lambda p: int(p.id.rsplit("/", 1)[1]))
-             + alpaca_pairs(eval_alpaca, scores, rng)
-             + xstest_pairs([r for r in xstest if groups(r.group) == 2], rng))
+    eval_alpaca = [r for r in alpaca if groups(r.group) == 2]
+    hh_result = load_records(source / "hh_rlhf/harmless_base_test.jsonl.gz", adapters.hh_rlhf_parser(),
+                             on_error="skip")
+    pairs_train, hh_eval = split_hh_pairs(hh_result.items, settings.hh_pairs, rng)
+    pairs_eval = (hh_eval + alpaca_pairs([to_example(r, spec) for r in eval_alpaca],
+                                         {r.id: r.signals["alpaca_eval_preference"] for r in eval_alpaca}, rng)
+                  + xstest_pairs([r for r in xstest if groups(r.group) == 2], rng))
 
     progress("building prompt sets")
     prompts_train, prompts_eval = build_prompts(source, groups, xstest_prompts, settings)
@@ -269,13 +281,15 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
     paths = {"objectives.yaml": write_objectives(out / "objectives.yaml", spec)}
     for name, rows in splits.items():
         paths[f"{name}.jsonl.gz"] = write_jsonl(out / f"{name}.jsonl.gz", rows)
-    paths["pairs_eval.jsonl.gz"] = write_jsonl(out / "pairs_eval.jsonl.gz", pairs)
+    paths["pairs_train.jsonl.gz"] = write_jsonl(out / "pairs_train.jsonl.gz", pairs_train)
+    paths["pairs_eval.jsonl.gz"] = write_jsonl(out / "pairs_eval.jsonl.gz", pairs_eval)
     paths["prompts_train.jsonl"] = write_jsonl(out / "prompts_train.jsonl", prompts_train)
     paths["prompts_eval.jsonl"] = write_jsonl(out / "prompts_eval.jsonl", prompts_eval)
     notes = {"AlpacaEval rows rejected (empty output)": len(alpaca_result.rejected),
              f"AlpacaEval rows over {settings.max_words} words (not used)":
                  len(alpaca_result.items) - len(alpaca),
              "HH-RLHF pairs rejected (empty final reply, or dialogues differ before it)": len(hh_result.rejected)}
+    pairs = {"pairs_train": pairs_train, "pairs_eval": pairs_eval}
     paths["balance.md"] = write_balance(out / "balance.md", splits, pairs, prompts_train, prompts_eval, notes)
     if out.resolve() != DEMO_DIR.resolve():
         paths["SOURCES.md"] = Path(shutil.copyfile(DEMO_DIR / "SOURCES.md", out / "SOURCES.md"))
@@ -306,7 +320,7 @@ def write_objectives(path: Path, spec: LabellingSpec) -> Path:
     return path
 
 
-def write_balance(path: Path, splits: dict[str, list[Example]], pairs: list[PreferencePair],
+def write_balance(path: Path, splits: dict[str, list[Example]], pairs: dict[str, list[PreferencePair]],
                   prompts_train: list[PromptRecord], prompts_eval: list[PromptRecord],
                   notes: dict[str, int]) -> Path:
     lines = ["# Demo dataset: class balance", "",
@@ -323,11 +337,12 @@ def write_balance(path: Path, splits: dict[str, list[Example]], pairs: list[Pref
             lines.append(f"| {obj.name} | " + " | ".join(cells)
                          + f" | {sum(counts[obj.name])} | {cover[obj.name]:.0%} |")
         lines.append("")
-    pair_counts = defaultdict(int)
-    for p in pairs:
-        pair_counts[p.source, p.objective] += 1
-    lines += ["## pairs_eval", "", "| source | objective | pairs |", "|---|---|---:|"]
-    lines += [f"| {s} | {o} | {n} |" for (s, o), n in sorted(pair_counts.items())] + [""]
+    for name, records in pairs.items():
+        pair_counts = defaultdict(int)
+        for p in records:
+            pair_counts[p.source, p.objective] += 1
+        lines += [f"## {name} ({len(records)} pairs)", "", "| source | objective | pairs |", "|---|---|---:|"]
+        lines += [f"| {s} | {o} | {n} |" for (s, o), n in sorted(pair_counts.items())] + [""]
     for name, records in (("prompts_train", prompts_train), ("prompts_eval", prompts_eval)):
         tally = defaultdict(int)
         for r in records:
