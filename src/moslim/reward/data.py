@@ -43,7 +43,7 @@ def read_objectives(path: str | Path) -> tuple[ObjectiveSet, dict[str, Any] | No
     return objectives, labelling
 
 
-def _jsonl(path: Path):
+def iter_jsonl(path: Path):
     if not path.exists():
         raise ValueError(f"data file {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -67,7 +67,7 @@ def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None 
         examples = read_examples(path, objectives)
     else:
         examples = []
-        for line_no, record in _jsonl(path):
+        for line_no, record in iter_jsonl(path):
             where = f"{path}:{line_no}"
             try:
                 example = Example(**record)
@@ -91,7 +91,7 @@ def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None) -> list
         pairs = read_pairs(path)
     else:
         pairs = []
-        for line_no, record in _jsonl(path):
+        for line_no, record in iter_jsonl(path):
             try:
                 pairs.append(PreferencePair(**record))
             except TypeError as err:

@@ -1,0 +1,144 @@
+"""Training: it learns, it checkpoints atomically, and a killed run resumes to the same result."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from moslim.reward.model import MultiHeadRewardModel
+from moslim.reward.train import CHECKPOINT, RUN_FILE, BatchPlan, lr_lambda, train_reward_model
+
+
+class Killed(Exception):
+    pass
+
+
+def _with(config, output_dir, evaluate=False, **train):
+    """The config with another output folder and train options; without the final evaluation unless asked."""
+    data = config.data if evaluate else dataclasses.replace(config.data, eval=None, pairs=None)
+    return dataclasses.replace(config, output_dir=str(output_dir), data=data,
+                               train=dataclasses.replace(config.train, **train))
+
+
+def test_training_writes_model_evaluation_and_run_file_last(tiny_rm_config):
+    out = train_reward_model(tiny_rm_config)
+    summary = json.loads((out / RUN_FILE).read_text())
+    assert summary["steps"] == 6 and summary["train_seconds"] > 0
+    assert set(summary["metrics"]["heads"]) == {"helpfulness", "verbosity", "harmlessness"}
+    assert summary["metrics"]["pairs"]["harmlessness"]["n"] == 4
+    assert (out / "eval" / "confusion_verbosity.png").exists()
+    assert not (out / CHECKPOINT).exists()
+    files = [p for p in out.iterdir() if p.is_file()]
+    assert max(files, key=lambda p: p.stat().st_mtime_ns).name == RUN_FILE
+    model = MultiHeadRewardModel.from_pretrained(out)
+    assert model.objectives.names == ["helpfulness", "verbosity", "harmlessness"]
+
+
+def test_training_lowers_the_loss(tiny_rm_config, tmp_path):
+    config = _with(tiny_rm_config, tmp_path / "long", max_steps=40, log_every=10, save_every=0)
+    history = json.loads((train_reward_model(config) / RUN_FILE).read_text())["history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_run(tiny_rm_config, tmp_path):
+    # head dropout makes the RNG state matter too
+    config = dataclasses.replace(tiny_rm_config, model=dataclasses.replace(tiny_rm_config.model, head_dropout=0.2))
+    full = train_reward_model(_with(config, tmp_path / "full"))
+
+    def kill_at_5(step):
+        if step == 5:
+            raise Killed  # after step 5; the last checkpoint is from step 4
+
+    resumed_dir = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        train_reward_model(_with(config, resumed_dir), on_step=kill_at_5)
+    state = json.loads((resumed_dir / CHECKPOINT / "trainer_state.json").read_text())
+    assert state["step"] == 4 and not (resumed_dir / RUN_FILE).exists()
+    seen = []
+    train_reward_model(_with(config, resumed_dir), on_step=seen.append)
+    assert seen == [5, 6]  # it did not start over
+    a, b = load_file(full / "model.safetensors"), load_file(resumed_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_half_written_checkpoint_is_ignored(tiny_rm_config, tmp_path):
+    out = tmp_path / "rm"
+    (out / ".checkpoint.abc123").mkdir(parents=True)  # what a kill during save leaves behind
+    (out / ".checkpoint.abc123" / "model.safetensors").write_bytes(b"partial")
+    seen = []
+    train_reward_model(_with(tiny_rm_config, out), on_step=seen.append)
+    assert seen[0] == 1
+
+
+def test_no_resume_starts_over(tiny_rm_config, tmp_path):
+    out = tmp_path / "rm"
+    with pytest.raises(Killed):
+        train_reward_model(_with(tiny_rm_config, out), on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
+    seen = []
+    train_reward_model(_with(tiny_rm_config, out, resume=False), on_step=seen.append)
+    assert seen[0] == 1
+
+
+def test_finished_run_with_same_config_is_not_repeated(tiny_rm_config, tmp_path):
+    config = _with(tiny_rm_config, tmp_path / "rm")
+    train_reward_model(config)
+    seen = []
+    train_reward_model(config, on_step=seen.append)
+    assert seen == []
+
+
+def test_frozen_backbone_trains_only_the_heads(tiny_rm_config, tmp_path):
+    config = dataclasses.replace(_with(tiny_rm_config, tmp_path / "frozen"),
+                                 model=dataclasses.replace(tiny_rm_config.model, freeze_backbone=True))
+    out = train_reward_model(config)
+    before = load_file(tiny_rm_config.model.backbone + "/model.safetensors")
+    after = load_file(out / "model.safetensors")
+    torch.testing.assert_close(after["backbone.layers.0.mlp.up_proj.weight"],
+                               before["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_lora_training_saves_a_plain_merged_model(tiny_rm_config, tmp_path):
+    lora = dataclasses.replace(tiny_rm_config.model.lora, enabled=True, r=4)
+    config = dataclasses.replace(_with(tiny_rm_config, tmp_path / "lora", max_steps=3, save_every=2),
+                                 model=dataclasses.replace(tiny_rm_config.model, lora=lora))
+    out = train_reward_model(config)
+    weights = load_file(out / "model.safetensors")
+    assert not any("lora" in key for key in weights)
+    before = load_file(tiny_rm_config.model.backbone + "/model.safetensors")
+    assert not torch.allclose(weights["backbone.layers.0.mlp.up_proj.weight"],
+                              before["model.layers.0.mlp.up_proj.weight"])
+    MultiHeadRewardModel.from_pretrained(out)
+
+
+def test_training_options_run_encoder_ordinal_balanced_bf16_tensorboard(tiny_rm_config, tiny_encoder_dir, tmp_path):
+    config = dataclasses.replace(
+        _with(tiny_rm_config, tmp_path / "enc", evaluate=True, max_steps=2, ordinal_weight=0.5, label_smoothing=0.1,
+              class_weights="balanced", bf16=True, grad_accum=2, eval_every=1, report_to=["tensorboard"]),
+        model=dataclasses.replace(tiny_rm_config.model, backbone=str(tiny_encoder_dir)))
+    out = train_reward_model(config)
+    summary = json.loads((out / RUN_FILE).read_text())
+    assert any("eval_acc_verbosity" in h for h in summary["history"])
+    assert list((out / "tensorboard").iterdir())
+    assert MultiHeadRewardModel.from_pretrained(out).config.input_format == "pair"
+
+
+def test_batch_plan_covers_each_epoch_once_and_is_a_function_of_the_step():
+    plan = BatchPlan(n=10, batch_size=4, seed=1)
+    epoch0 = sum((plan.indices(m) for m in range(3)), [])
+    assert sorted(epoch0) == list(range(10))
+    assert BatchPlan(10, 4, 1).indices(4) == plan.indices(4)  # step 4 = epoch 1, batch 1, from any start
+    assert sorted(sum((plan.indices(m) for m in range(3, 6)), [])) == list(range(10))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = lr_lambda("linear", warmup=2, total=6)
+    assert [round(f(s), 3) for s in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert lr_lambda("cosine", 0, 4)(2) == pytest.approx(0.5)
+    assert lr_lambda("constant", 0, 4)(3) == 1.0
