@@ -94,7 +94,7 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as err:
-                yield where, RowError(f"{where}: not valid JSON ({err.msg} at column {err.colno}): "
+                yield where, RowError(f"{where}: not valid JSON ({err.msg} at character {err.pos}): "
                                       f"{line.strip()[:80]!r}")
 
 
