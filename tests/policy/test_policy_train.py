@@ -120,3 +120,23 @@ def test_fast_rollout_with_rloo_is_rejected_before_any_model_loads():
     config = from_dict(RLConfig, {"train": {"algorithm": "rloo", "rollout": "fast"}})
     with pytest.raises(ValueError, match="GRPO only"):
         config.check()
+
+
+@pytest.mark.parametrize("rollout,fast", [("fast", True), ("auto", True), ("trl", False)])
+def test_rollout_setting_picks_the_generation_path(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
+                                                   prompts_file, rollout, fast):
+    from moslim.policy.train import build_trainer
+
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run")
+    config.train.rollout = rollout
+    trainer, *_ = build_trainer(config)
+    assert (trainer.rollout_func is not None) == fast  # on CPU "auto" means the fast path
+
+
+def test_fast_rollout_trains_the_policy(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run")
+    config.train.rollout = "fast"
+    final = train_policy(config)
+    assert _changed(tiny_causal_lm_dir, final)
+    steps = json.loads((tmp_path / "run" / RUN_FILE).read_text())["steps"]
+    assert all(s["time/generation"] > 0 for s in steps)

@@ -20,13 +20,22 @@ from moslim.preferences import PreferenceSampler, PromptTemplate, build_messages
 
 log = logging.getLogger(__name__)
 
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def asset_path(text: str | Path) -> Path:
+    """``"moslim:assets/demo/prompts_train.jsonl"`` -> the file inside the installed package; else a path."""
+    text = str(text)
+    return PACKAGE_ROOT / text.removeprefix("moslim:") if text.startswith("moslim:") else Path(text)
+
 
 def read_prompt_records(path: str | Path) -> list[PromptRecord]:
     """PromptRecord JSONL (``{"id", "prompt", "source", "tags"}``); ``moslim.data.read_prompts`` when present."""
+    path = asset_path(path)
     try:
         from moslim.data import read_prompts  # the data package's validating reader
     except ImportError:
-        return _read_jsonl_prompts(Path(path))
+        return _read_jsonl_prompts(path)
     return list(read_prompts(path))
 
 
@@ -56,7 +65,7 @@ def load_template(path: str | Path | None) -> PromptTemplate:
         return PromptTemplate()
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data = yaml.safe_load(asset_path(path).read_text(encoding="utf-8")) or {}
     unknown = set(data) - {"header", "line", "empty"}
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected 'header', 'line', 'empty'")

@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from moslim import models
 from moslim.config import to_dict
 from moslim.objectives import ObjectiveSet
-from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
+from moslim.policy.data import asset_path, build_rl_dataset, load_template, read_prompt_records, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class RewardSection:
 
 @dataclass
 class DataSection:
-    prompts: str = "src/moslim/assets/demo/prompts_train.jsonl"  # PromptRecord JSONL
+    prompts: str = "moslim:assets/demo/prompts_train.jsonl"  # PromptRecord JSONL ("moslim:" = in the package)
     objectives: str | None = None  # YAML; default: the reward model's objective set (must match it)
     template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
     num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
@@ -201,7 +201,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     scorer = scorer if scorer is not None else load_scorer(config.reward.model)
     objectives = scorer.objectives
     if config.data.objectives is not None:
-        wanted = ObjectiveSet.from_yaml(config.data.objectives)
+        wanted = ObjectiveSet.from_yaml(asset_path(config.data.objectives))
         if wanted.names != objectives.names or not torch.equal(wanted.num_classes, objectives.num_classes):
             raise ValueError(f"data.objectives ({config.data.objectives}: {wanted}) does not match the reward "
                              f"model's objectives {objectives}")
