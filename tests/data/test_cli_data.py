@@ -57,3 +57,14 @@ def test_build_demo_writes_every_file(mini_source, tmp_path, capsys):
     assert main(["data", "build-demo", "--source", str(mini_source), "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
     assert "built in" in capsys.readouterr().out
+
+
+def test_stats_tallies_prompts_by_origin_and_safety(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "tags": {"origin": "xstest", "safety": s}}) + "\n"
+                            for i, s in enumerate(["safe", "unsafe", "unsafe"])))
+    assert main(["data", "stats", str(path), "--objectives", OBJECTIVES]) == 0
+    out = capsys.readouterr().out
+    assert "3 prompts" in out
+    assert [line.split() for line in out.splitlines() if "xstest" in line] == [
+        ["│", "xstest", "│", "safe", "│", "1", "│"], ["│", "xstest", "│", "unsafe", "│", "2", "│"]]

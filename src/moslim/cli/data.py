@@ -101,8 +101,7 @@ def run_stats(args: argparse.Namespace) -> int:
     kind, objectives, result = _read(args)
     console = Console()
     if kind != "examples":
-        console.print(f"{args.path}: {kind}: {result.kept} rows (levels apply to labelled examples only)")
-        return 0
+        return _print_tally(console, args.path, kind, result.items)
     counts, cover = level_counts(result.items, objectives), coverage(result.items, objectives)
     table = Table(title=f"{args.path}: {result.kept} examples")
     table.add_column("objective")
@@ -131,4 +130,25 @@ def run_build_demo(args: argparse.Namespace) -> int:
     for name in FILES:
         console.print(f"  {paths[name]}  {paths[name].stat().st_size / 1024:,.0f} KiB")
     console.print(f"built in {time.perf_counter() - start:.1f} s; balance report: {paths['balance.md']}")
+    return 0
+
+
+def _print_tally(console, path: str, kind: str, items: list) -> int:
+    """Pairs per (source, objective), or prompts per (origin, safety) tag."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    if kind == "pairs":
+        tally, columns = Counter((p.source, p.objective) for p in items), ("source", "objective")
+    else:
+        tally = Counter((str(p.tags.get("origin", p.source)), str(p.tags.get("safety", "-"))) for p in items)
+        columns = ("origin", "safety")
+    table = Table(title=f"{path}: {len(items)} {kind}")
+    for column in columns:
+        table.add_column(column)
+    table.add_column(kind, justify="right")
+    for (a, b), n in sorted(tally.items()):
+        table.add_row(a, b, str(n))
+    console.print(table)
     return 0

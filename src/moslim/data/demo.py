@@ -250,7 +250,8 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
                                  adapters.alpaca_eval_parser(), on_error="skip")
     alpaca = [r for r in alpaca_result.items if word_count(r.response) <= settings.max_words]
     progress("reading XSTest")
-    xstest_prompts = list(csv.DictReader((source / "xstest/xstest_prompts.csv").open(encoding="utf-8")))
+    with (source / "xstest/xstest_prompts.csv").open(encoding="utf-8", newline="") as f:
+        xstest_prompts = list(csv.DictReader(f))
     safety = {row["id"]: row["label"] for row in xstest_prompts}
     xstest = [r for f in sorted((source / "xstest").glob("xstest_v2_completions_*_gpteval.csv"))
               for r in adapters.xstest_completions(f, safety)]
