@@ -79,3 +79,13 @@ def test_evaluate_reward_model_writes_json_and_confusion_pngs(tiny_causal_lm_dir
     assert results["heads"]["verbosity"]["accuracy"] == saved["heads"]["verbosity"]["accuracy"]
     assert {p.name for p in (tmp_path / "out").glob("confusion_*.png")} == \
         {"confusion_helpfulness.png", "confusion_verbosity.png", "confusion_harmlessness.png"}
+
+
+def test_subsample_is_seeded_keeps_file_order_and_reaches_every_part():
+    from moslim.reward.data import subsample
+
+    items = list(range(100))
+    a, b = subsample(items, 10, seed=3), subsample(items, 10, seed=3)
+    assert a == b == sorted(a) and len(a) == 10
+    assert any(x >= 50 for x in a) and any(x < 50 for x in a)
+    assert subsample(items, None) == items and subsample(items, 200) == items

@@ -142,3 +142,26 @@ def test_lr_schedule_warms_up_then_decays():
     assert [round(f(s), 3) for s in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
     assert lr_lambda("cosine", 0, 4)(2) == pytest.approx(0.5)
     assert lr_lambda("constant", 0, 4)(3) == 1.0
+
+
+def test_max_layers_keeps_the_first_layers_and_saves_a_model_of_that_depth(tiny_rm_config, tmp_path):
+    config = dataclasses.replace(_with(tiny_rm_config, tmp_path / "short", max_steps=1),
+                                 model=dataclasses.replace(tiny_rm_config.model, max_layers=1))
+    out = train_reward_model(config)
+    model = MultiHeadRewardModel.from_pretrained(out)
+    assert len(model.backbone.layers) == 1 and model.config.text_config.num_hidden_layers == 1
+    assert not any(k.startswith("backbone.layers.1.") for k in load_file(out / "model.safetensors"))
+
+
+def test_max_layers_beyond_the_backbone_is_a_clear_error(tiny_rm_config, tmp_path):
+    config = dataclasses.replace(_with(tiny_rm_config, tmp_path / "deep"),
+                                 model=dataclasses.replace(tiny_rm_config.model, max_layers=5))
+    with pytest.raises(ValueError, match="max_layers 5 must be between 1 and the backbone's 2 layers"):
+        train_reward_model(config)
+
+
+def test_config_rejects_lora_with_a_frozen_backbone():
+    from moslim.reward.config import LoraSection, ModelSection, RewardTrainConfig
+
+    with pytest.raises(ValueError, match="exclude each other"):
+        RewardTrainConfig(model=ModelSection(freeze_backbone=True, lora=LoraSection(enabled=True)))

@@ -21,6 +21,7 @@ class ModelSection:
     pooling: Literal["last", "mean", "cls"] | None = None  # None: "last" for decoders, "mean" for encoders
     input_format: Literal["chat", "plain", "pair"] | None = None  # None: chat/plain for decoders, pair for encoders
     head_dropout: float = 0.0  # dropout on the pooled vector before the heads
+    max_layers: int | None = None  # keep only the backbone's first N layers (compute scales with N; for CPU)
     freeze_backbone: bool = False  # train the heads only (a linear probe)
     lora: LoraSection = field(default_factory=LoraSection)
 
@@ -32,8 +33,9 @@ class DataSection:
     eval: str | None = "moslim:assets/demo/rm_eval.jsonl.gz"  # held-out examples: eval during/after training
     pairs: str | None = "moslim:assets/demo/pairs_eval.jsonl.gz"  # held-out preference pairs: pairwise accuracy
     max_length: int = 256  # tokens per (question, answer); the answer keeps its end when truncated
-    max_train_examples: int | None = None  # cap, for quick runs
-    max_eval_examples: int | None = None
+    max_train_examples: int | None = None  # cap for quick runs: a seeded random subset, not the first rows
+    max_eval_examples: int | None = None  # a seeded random subset (files are grouped by source)
+    max_pairs: int | None = None  # cap on the preference pairs scored at the end (seeded random subset)
 
 
 @dataclass

@@ -56,8 +56,20 @@ def iter_jsonl(path: Path):
                     raise ValueError(f"{path}:{line_no}: not valid JSON: {err.msg}") from None
 
 
-def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None = None) -> list[Example]:
-    """Labelled examples from JSONL(.gz); labels checked against the objective set (file:line on error)."""
+def subsample(items: list, limit: int | None, seed: int = 0) -> list:
+    """At most ``limit`` items, a seeded random subset kept in file order (files are often grouped by source,
+    so the first ``limit`` rows could miss a whole source and its objectives)."""
+    if not limit or limit >= len(items):
+        return items
+    keep = sorted(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+    return [items[i] for i in keep]
+
+
+def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None = None,
+                  seed: int = 0) -> list[Example]:
+    """Labelled examples from JSONL(.gz); labels checked against the objective set (file:line on error).
+
+    ``limit``: keep a seeded random subset of that many (see :func:`subsample`)."""
     path = resolve_path(path)
     try:
         from moslim.data import read_examples  # the data layer's reader, once it exists
@@ -78,10 +90,11 @@ def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None 
                     raise ValueError(f"{where}: unknown objective {name!r}; valid: {', '.join(objectives.names)}")
                 example.labels[name] = objectives[name].check_level(level, where)
             examples.append(example)
-    return examples[:limit] if limit else examples
+    return subsample(examples, limit, seed)
 
 
-def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None) -> list[PreferencePair]:
+def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None, limit: int | None = None,
+               seed: int = 0) -> list[PreferencePair]:
     path = resolve_path(path)
     try:
         from moslim.data import read_pairs
@@ -102,7 +115,7 @@ def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None) -> list
             if pair.objective not in objectives:
                 raise ValueError(f"{path}: pair {pair.id!r} names objective {pair.objective!r}, which the reward "
                                  f"model does not have; valid: {', '.join(objectives.names)}")
-    return pairs
+    return subsample(pairs, limit, seed)
 
 
 def label_tensor(examples: list[Example], objectives: ObjectiveSet) -> torch.Tensor:

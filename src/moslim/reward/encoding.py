@@ -67,8 +67,8 @@ class PairEncoder:
         return tuple(tok(part, add_special_tokens=False)["input_ids"] for part in (head, middle, tail))
 
     def encode(self, prompt: Prompt, response: str) -> Encoded:
-        question = self.tokenizer(prompt_text(prompt), add_special_tokens=False)["input_ids"]
-        answer = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        question = self.tokenizer(prompt_text(prompt), add_special_tokens=False, verbose=False)["input_ids"]
+        answer = self.tokenizer(response, add_special_tokens=False, verbose=False)["input_ids"]
         question, answer = truncate_pair(question, answer, self.budget)
         head, middle, tail = self.pieces
         ids = head + question + middle + answer + tail

@@ -132,7 +132,8 @@ def evaluate_reward_model(model: Any, data: str | os.PathLike | list[Example] | 
                           max_length: int = 512, device: str | None = None) -> dict[str, Any]:
     """Evaluate a reward model (a saved folder or a RewardScorer) on labelled examples and/or pairs.
 
-    Returns ``{"heads": {objective: metrics}, "pairs": {objective: {"n", "accuracy"}}}``. With
+    Returns ``{"heads": {objective: metrics}, "pairs": {objective: {"n", "accuracy"}},
+    "pairs_by_source": {source: {objective: {"n", "accuracy"}}}}``. With
     ``out_dir``: writes ``metrics.json`` and ``confusion_<objective>.png`` there.
     """
     from moslim.reward.data import label_tensor, load_examples, load_pairs
@@ -153,6 +154,11 @@ def evaluate_reward_model(model: Any, data: str | os.PathLike | list[Example] | 
             chosen = scorer.score(prompts, [p.chosen for p in pairs])
             rejected = scorer.score(prompts, [p.rejected for p in pairs])
             results["pairs"] = pairwise_accuracy(chosen, rejected, pairs, objectives)
+            results["pairs_by_source"] = {}
+            for source in dict.fromkeys(p.source for p in pairs):
+                rows = [j for j, p in enumerate(pairs) if p.source == source]
+                results["pairs_by_source"][source] = pairwise_accuracy(
+                    chosen[rows], rejected[rows], [pairs[j] for j in rows], objectives)
     if out_dir is not None:
         write_results(results, out_dir)
     return results

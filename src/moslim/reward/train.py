@@ -56,6 +56,8 @@ def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objec
     model = MultiHeadRewardModel.from_backbone(
         backbone_path, objectives, pooling=section.pooling, input_format=input_format, labelling=labelling,
         head_dropout=section.head_dropout, seed=seed)
+    if section.max_layers:
+        truncate_layers(model, section.max_layers)
     if section.freeze_backbone:
         model.backbone.requires_grad_(False)
     if section.lora.enabled:
@@ -65,6 +67,21 @@ def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objec
         model.backbone = get_peft_model(model.backbone, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules))
     return model
+
+
+def truncate_layers(model: MultiHeadRewardModel, n: int) -> None:
+    """Keep the backbone's first ``n`` transformer layers; the saved config then builds ``n`` layers."""
+    config = model.config.text_config
+    total = config.num_hidden_layers
+    if not 1 <= n <= total:
+        raise ValueError(f"model.max_layers {n} must be between 1 and the backbone's {total} layers")
+    stacks = [m for m in model.backbone.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total]
+    if not stacks:
+        raise ValueError(f"model.max_layers: found no list of {total} layers in {type(model.backbone).__name__}")
+    del stacks[0][n:]
+    config.num_hidden_layers = n
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:n]
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -167,11 +184,11 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed).to(device)
     encoder = PairEncoder(tokenizer, model.config.input_format, cfg.max_length)
     pad_id = pad_id_of(tokenizer)
-    train_examples = load_examples(cfg.train, objectives, cfg.max_train_examples)
+    train_examples = load_examples(cfg.train, objectives, cfg.max_train_examples, t.seed)
     if not train_examples:
         raise ValueError(f"{cfg.train}: no training examples")
     train_encoded, train_labels = encode_examples(train_examples, encoder), label_tensor(train_examples, objectives)
-    eval_examples = load_examples(cfg.eval, objectives, cfg.max_eval_examples) if cfg.eval else []
+    eval_examples = load_examples(cfg.eval, objectives, cfg.max_eval_examples, t.seed) if cfg.eval else []
     eval_encoded, eval_labels = encode_examples(eval_examples, encoder), label_tensor(eval_examples, objectives)
     num_classes = objectives.num_classes
     options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
@@ -254,7 +271,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     results: dict[str, Any] = {"heads": {}, "pairs": {}}
     if eval_examples or cfg.pairs:
         scorer = RewardScorer(model, tokenizer, device=device, batch_size=t.batch_size * 2, max_length=cfg.max_length)
-        pairs = load_pairs(cfg.pairs, objectives) if cfg.pairs else None
+        pairs = load_pairs(cfg.pairs, objectives, cfg.max_pairs, t.seed) if cfg.pairs else None
         results = evaluate_reward_model(scorer, eval_examples or None, pairs, out / "eval")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": total,
@@ -319,7 +336,7 @@ def _progress(enabled: bool, total: int, initial: int):
 
 def _summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
     heads = {name: {k: v for k, v in m.items() if k != "confusion"} for name, m in results["heads"].items()}
-    return {"heads": heads, "pairs": results["pairs"]}
+    return {"heads": heads, "pairs": results["pairs"], "pairs_by_source": results.get("pairs_by_source", {})}
 
 
 def _same_config(out: Path, config: RewardTrainConfig) -> bool:
