@@ -165,7 +165,12 @@ class HFDecoder:
     """The same interface over any causal LM's own forward and a ``DynamicCache`` (no weight copy)."""
 
     def __init__(self, model):
+        import inspect
+
         self.model = model
+        # transformers >= 5.2x names the cache argument `cache`; earlier 5.x `past_key_values`
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT passes kwargs on
+        self.cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -176,7 +181,7 @@ class HFDecoder:
         self.mask = mask
         self.positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=self.positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self.cache_arg: self.cache})
         self.positions = self.positions[:, -1]
         return out.logits[:, -1]
 
@@ -185,7 +190,7 @@ class HFDecoder:
         self.positions = self.positions + 1
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
         out = self.model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions[:, None],
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self.cache_arg: self.cache})
         return out.logits[:, -1]
 
     def keep(self, rows: torch.Tensor) -> None:

@@ -1,0 +1,230 @@
+"""The fast CPU path samples like ``model.generate`` and scores like a plain forward, inside TRL."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from moslim.policy import fast, fast_decode, fast_sampling
+from moslim.policy.fast import completion_logprobs, generate_batch, make_rollout_func, use_fast_path
+from moslim.policy.fast_sampling import sample_next
+
+
+def hf_filtered(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """The scores ``model.generate(do_sample=True)`` samples from: its own warpers, in its order."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1:
+        warpers.append(TopPLogitsWarper(top_p))
+    return warpers(None, logits.clone())
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_causal_lm_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32).eval()
+
+
+PROMPTS = [[10, 11, 12, 13, 14, 15], [20, 21], [10, 11, 12, 13, 14, 15], [30, 31, 32], [40]]
+
+
+# -- choosing the path ------------------------------------------------------------------------------
+def test_auto_picks_fast_path_on_cpu_only_and_settings_force_it():
+    assert use_fast_path("auto", "cpu") and not use_fast_path("auto", "cuda")
+    assert use_fast_path("fast", "cuda") and not use_fast_path("trl", "cpu")
+    with pytest.raises(ValueError, match="expected one of auto, fast, trl"):
+        use_fast_path("vllm", "cpu")
+
+
+# -- sampling semantics ---------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), vocab=st.integers(2, 40), top_k=st.integers(0, 45),
+       top_p=st.sampled_from([1.0, 0.99, 0.9, 0.5, 0.2, 0.01]), temperature=st.sampled_from([0.3, 1.0, 2.0]))
+def test_kept_tokens_are_those_hf_warpers_keep(seed, vocab, top_k, top_p, temperature):
+    logits = torch.randn(3, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+    expected = torch.isfinite(hf_filtered(logits, temperature, top_k, top_p))
+    scores, ids = fast_sampling._candidates(logits / temperature, torch.logsumexp(logits / temperature, -1),
+                                            top_k, top_p)
+    kept = torch.ones_like(expected) if ids is None else torch.zeros_like(expected).scatter(
+        1, ids, torch.isfinite(scores))
+    assert torch.equal(kept, expected)
+
+
+def test_nucleus_beyond_the_candidate_window_falls_back_to_a_full_sort(monkeypatch):
+    monkeypatch.setattr(fast_sampling, "TOP_P_CANDIDATES", 2)
+    logits = torch.zeros(1, 10)  # uniform: a 0.55 nucleus needs 6 tokens, more than the 2 candidates
+    scores, _ = fast_sampling._candidates(logits, torch.logsumexp(logits, -1), 0, 0.55)
+    assert torch.isfinite(scores).sum().item() == 6
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 3, 1.0),
+                                                             (1.0, 0, 0.8), (0.8, 4, 0.6)])
+def test_sampled_frequencies_match_softmax_of_kept_scores(temperature, top_k, top_p):
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0])
+    n = 40_000
+    tokens, logprobs = sample_next(logits.expand(n, -1), temperature=temperature, top_k=top_k, top_p=top_p,
+                                   generator=torch.Generator().manual_seed(0))
+    expected = hf_filtered(logits[None], temperature, top_k, top_p).softmax(-1)[0]
+    observed = torch.bincount(tokens, minlength=len(logits)).float() / n
+    # 4 standard errors of a binomial frequency: fails on a wrong distribution, not on noise
+    assert torch.all((observed - expected).abs() <= 4 * (expected * (1 - expected) / n).sqrt() + 1e-9)
+    # log-probs are those of softmax(logits / T), unfiltered, as TRL's update computes them
+    assert torch.allclose(logprobs, (logits / temperature).log_softmax(-1)[tokens], atol=1e-6)
+
+
+def test_zero_temperature_is_greedy_and_bad_settings_are_rejected():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [5.0, 0.0, 1.0]])
+    assert sample_next(logits, temperature=0).__getitem__(0).tolist() == [1, 0]
+    for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -2}):
+        with pytest.raises(ValueError, match="expected"):
+            generate_batch(None, None, [[1]], max_new_tokens=1, **bad)
+
+
+def test_first_token_frequencies_match_the_models_softmax(tiny_lm):
+    prompt = [10, 11, 12]
+    n = 20_000
+    completions, _ = generate_batch(tiny_lm, None, [prompt] * n, max_new_tokens=1, temperature=0.7, top_k=6,
+                                    eos_token_ids=[], generator=torch.Generator().manual_seed(1),
+                                    dtype=torch.float32)
+    logits = tiny_lm(torch.tensor([prompt])).logits[:, -1].detach()
+    expected = hf_filtered(logits, 0.7, 6, 1.0).softmax(-1)[0]
+    observed = torch.bincount(torch.tensor([c[0] for c in completions]), minlength=len(expected)).float() / n
+    assert torch.all((observed - expected).abs() <= 4 * (expected * (1 - expected) / n).sqrt() + 1e-9)
+
+
+# -- decoding ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("decoder", ["static", "hf"])
+def test_generation_logprobs_equal_a_plain_forward(tiny_lm, monkeypatch, decoder):
+    if decoder == "hf":
+        monkeypatch.setattr(fast, "static_support", lambda model, capacity: "forced for the test")
+    completions, logprobs = generate_batch(tiny_lm, None, PROMPTS, max_new_tokens=12, eos_token_ids=[3, 7, 9],
+                                           generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+    for prompt, completion, lps in zip(PROMPTS, completions, logprobs):
+        ids = torch.tensor([prompt + completion])
+        expected = tiny_lm(ids).logits[0, len(prompt) - 1: -1].log_softmax(-1)
+        expected = expected.gather(1, torch.tensor(completion)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(lps), expected, atol=1e-5)
+
+
+def test_bf16_generation_logprobs_are_close_to_the_float32_forward(tiny_lm):
+    completions, logprobs = generate_batch(tiny_lm, None, PROMPTS, max_new_tokens=8, eos_token_ids=[],
+                                           generator=torch.Generator().manual_seed(3), dtype=torch.bfloat16)
+    for prompt, completion, lps in zip(PROMPTS, completions, logprobs):
+        ids = torch.tensor([prompt + completion])
+        expected, _ = completion_logprobs(tiny_lm, ids, torch.ones_like(ids), len(completion))
+        assert (torch.tensor(lps) - expected[0]).abs().max() < 0.05
+
+
+def test_greedy_completions_equal_model_generate_with_left_padding(tiny_lm):
+    completions, _ = generate_batch(tiny_lm, None, PROMPTS, max_new_tokens=10, temperature=0,
+                                    eos_token_ids=[5], dtype=torch.float32)
+    for prompt, completion in zip(PROMPTS, completions):
+        out = tiny_lm.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=10, eos_token_id=5,
+                               pad_token_id=0)
+        assert completion == out[0, len(prompt):].tolist()
+
+
+def test_completions_end_at_their_first_eos_which_they_include(tiny_lm):
+    eos = list(range(6, 40))  # many stop tokens: most rows stop early, some run to the limit
+    completions, logprobs = generate_batch(tiny_lm, None, PROMPTS * 6, max_new_tokens=6, eos_token_ids=eos,
+                                           generator=torch.Generator().manual_seed(4), dtype=torch.float32)
+    ended = 0
+    for completion, lps in zip(completions, logprobs):
+        assert len(completion) == len(lps) and 1 <= len(completion) <= 6
+        stops = [i for i, token in enumerate(completion) if token in eos]
+        assert stops in ([], [len(completion) - 1])
+        assert stops or len(completion) == 6
+        ended += bool(stops)
+    assert 0 < ended < len(completions)  # both cases happened, and compaction ran between them
+
+
+def test_unsupported_architecture_falls_back_to_the_models_own_forward(tiny_lm):
+    assert fast_decode.static_support(tiny_lm, 100) is None
+    assert "GPT2" in fast_decode.static_support(type("GPT2LMHeadModel", (), {})(), 100)
+
+
+# -- inside TRL -----------------------------------------------------------------------------------
+def _grpo_trainer(tiny_causal_lm_dir, tmp_path, options=None, **kwargs):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in
+                                            ["what is the capital city of france ?", "list three good things ."]]})
+
+    def reward(completions, **_):
+        return [float(len(c[0]["content"])) for c in completions]
+
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=8, max_steps=1, learning_rate=1e-2, use_cpu=True, report_to="none",
+                      save_strategy="no", logging_steps=1, seed=0, disable_tqdm=True, **(options or {}))
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32)
+    return GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                       processing_class=AutoTokenizer.from_pretrained(tiny_causal_lm_dir), **kwargs)
+
+
+def test_rollout_func_drives_a_grpo_step_with_chat_prompts(tiny_causal_lm_dir, tmp_path):
+    calls = []
+    rollout = make_rollout_func()
+
+    def spy(prompts, trainer):
+        out = rollout(prompts, trainer)
+        calls.append((prompts, out))
+        return out
+
+    trainer = _grpo_trainer(tiny_causal_lm_dir, tmp_path, rollout_func=spy)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.global_step == 1 and trainer._moslim_fast_logprobs
+    prompts, out = calls[0]
+    assert len(out["completion_ids"]) == len(prompts) == 4  # TRL repeats each prompt per generation
+    tokenizer = trainer.processing_class
+    assert out["prompt_ids"][0] == tokenizer.apply_chat_template(prompts[0], add_generation_prompt=True,
+                                                                 tokenize=True, return_dict=True)["input_ids"]
+    assert all(1 <= len(c) <= 8 for c in out["completion_ids"])
+    changed = any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    assert changed
+
+
+def test_fast_logprobs_equal_a_plain_forward_and_trls_path_with_the_same_gradients(tiny_causal_lm_dir, tmp_path):
+    trainer = _grpo_trainer(tiny_causal_lm_dir, tmp_path, {"bf16": False})  # float32: equal up to rounding
+    model = trainer.model
+    g = torch.Generator().manual_seed(5)
+    input_ids = torch.randint(6, 90, (3, 14), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :4] = 0  # a left-padded prompt
+    attention_mask[1, -3:] = 0  # a completion shorter than the others
+    n = 6
+
+    def run(fn):
+        model.zero_grad()
+        logps, entropies, _ = fn(model, input_ids, attention_mask, n, compute_entropy=True)
+        (logps * attention_mask[:, -n:]).sum().backward()
+        return logps.detach(), entropies.detach(), [p.grad.clone() for p in model.parameters()]
+
+    trl_logps, trl_entropies, trl_grads = run(trainer._get_per_token_logps_and_entropies)
+    fast.enable_fast_logprobs(trainer)
+    logps, entropies, grads = run(trainer._get_per_token_logps_and_entropies)
+
+    def plain(model, ids, mask, n, compute_entropy):
+        with trainer.accelerator.autocast():  # the same mixed precision as the trainer's update
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, -n - 1:-1].float() / trainer.temperature
+        lp = logits.log_softmax(-1).gather(-1, ids[:, -n:, None])[..., 0]
+        return lp * mask[:, -n:], torch.zeros_like(lp), None
+
+    plain_logps, _, plain_grads = run(plain)
+    valid = attention_mask[:, -n:].bool()
+    assert torch.allclose(logps[valid], plain_logps[valid], atol=1e-5)
+    assert torch.allclose(logps[valid], trl_logps[valid], atol=1e-5)
+    assert torch.allclose(entropies[valid], trl_entropies[valid], atol=1e-5)
+    for fast_grad, plain_grad, trl_grad in zip(grads, plain_grads, trl_grads):
+        assert torch.allclose(fast_grad, plain_grad, atol=1e-6) and torch.allclose(fast_grad, trl_grad, atol=1e-6)
