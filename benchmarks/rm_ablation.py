@@ -2,8 +2,8 @@
 
     nice -n 5 .venv/bin/python benchmarks/rm_ablation.py [--out runs/ablation] [--variants minilm smollm2-8l]
 
-Each variant is `configs/demo/rm.yaml` plus overrides (same 1200 training examples, 128 tokens, 75 steps of
-16, same held-out 400 examples and 300 pairs). Prints per-head held-out accuracy, within-one accuracy,
+Each variant is `configs/demo/rm.yaml` plus overrides (same 640 training examples, 128 tokens, 40 steps of
+16, same held-out 300 examples and 200 pairs). Prints per-head held-out accuracy, within-one accuracy,
 macro-F1, pairwise accuracy on the held-out HH-RLHF harmless pairs, and training time; writes
 `<out>/ablation.json`. `smollm2-full` also measures full-depth SmolLM2 (its s/step, over `--full-steps`).
 """

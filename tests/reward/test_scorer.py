@@ -63,3 +63,16 @@ def test_mismatched_lengths_are_a_clear_error(saved_rm):
     scorer = RewardScorer.from_pretrained(saved_rm, device="cpu", max_length=64)
     with pytest.raises(ValueError, match="got 2 prompts but 1 responses"):
         scorer.score(PROMPTS[:2], RESPONSES[:1])
+
+
+def test_scorer_defaults_to_the_training_length(tiny_rm_config, tmp_path):
+    import dataclasses
+
+    from moslim.reward.train import train_reward_model
+
+    config = dataclasses.replace(tiny_rm_config, output_dir=str(tmp_path / "rm"),
+                                 data=dataclasses.replace(tiny_rm_config.data, eval=None, pairs=None, max_length=48),
+                                 train=dataclasses.replace(tiny_rm_config.train, max_steps=1))
+    out = train_reward_model(config)
+    assert RewardScorer.from_pretrained(out).encoder.max_length == 48
+    assert RewardScorer.from_pretrained(out, max_length=32).encoder.max_length == 32

@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass (default 32)")
-    parser.add_argument("--max-length", type=int, default=512,
-                        help="tokens per pair; longer answers keep their end (default 512)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per pair; longer answers keep their end (default: the training length)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
 
 

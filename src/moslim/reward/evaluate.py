@@ -129,7 +129,7 @@ def plot_confusion(confusion: list[list[int]], objective: str, path: str | os.Pa
 def evaluate_reward_model(model: Any, data: str | os.PathLike | list[Example] | None = None,
                           pairs: str | os.PathLike | list[PreferencePair] | None = None,
                           out_dir: str | os.PathLike | None = None, *, batch_size: int = 32,
-                          max_length: int = 512, device: str | None = None) -> dict[str, Any]:
+                          max_length: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Evaluate a reward model (a saved folder or a RewardScorer) on labelled examples and/or pairs.
 
     Returns ``{"heads": {objective: metrics}, "pairs": {objective: {"n", "accuracy"}},

@@ -46,6 +46,8 @@ class MultiHeadRewardConfig(PreTrainedConfig):
       ``"chat"`` (the tokenizer's chat template), ``"plain"`` (``Question: ... Answer: ...``) or
       ``"pair"`` (``[CLS] question [SEP] answer [SEP]``, encoders).
     - ``labelling``: the labelling spec the training labels came from (free-form, kept for people).
+    - ``train_max_length``: the token budget per pair in training; the scorer's default, so scoring
+      truncates the way training did.
     """
 
     model_type = "moslim_multihead_rm"
@@ -57,6 +59,7 @@ class MultiHeadRewardConfig(PreTrainedConfig):
     pooling: str = "last"
     input_format: str = "chat"
     head_dropout: float = 0.0
+    train_max_length: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -41,11 +41,18 @@ class RewardScorer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        batch_size: int = 32, max_length: int = 512, dtype: torch.dtype | None = None
+                        batch_size: int = 32, max_length: int | None = None, dtype: torch.dtype | None = None
                         ) -> RewardScorer:
+        """Load a saved reward model and its tokenizer.
+
+        ``max_length``: tokens per pair; ``None`` means the length the model was trained with (512 when
+        the model does not record one). Scoring longer than training shows the model inputs it never saw.
+        """
         from transformers import AutoTokenizer
 
         model = MultiHeadRewardModel.from_pretrained(path, dtype=dtype)
+        if max_length is None:
+            max_length = model.config.train_max_length or 512
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length)
 

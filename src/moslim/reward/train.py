@@ -183,6 +183,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     tokenizer = AutoTokenizer.from_pretrained(backbone_path)
     model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed).to(device)
     encoder = PairEncoder(tokenizer, model.config.input_format, cfg.max_length)
+    model.config.train_max_length = cfg.max_length
     pad_id = pad_id_of(tokenizer)
     train_examples = load_examples(cfg.train, objectives, cfg.max_train_examples, t.seed)
     if not train_examples:
