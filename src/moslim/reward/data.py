@@ -67,55 +67,34 @@ def subsample(items: list, limit: int | None, seed: int = 0) -> list:
 
 def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None = None,
                   seed: int = 0) -> list[Example]:
-    """Labelled examples from JSONL(.gz); labels checked against the objective set (file:line on error).
+    """Labelled examples (any source :func:`moslim.data.read_examples` reads), checked against the objectives.
 
     ``limit``: keep a seeded random subset of that many (see :func:`subsample`)."""
-    path = resolve_path(path)
-    try:
-        from moslim.data import read_examples  # the data layer's reader, once it exists
-    except ImportError:
-        read_examples = None
-    if read_examples is not None:
-        examples = read_examples(path, objectives)
-    else:
-        examples = []
-        for line_no, record in iter_jsonl(path):
-            where = f"{path}:{line_no}"
-            try:
-                example = Example(**record)
-            except TypeError as err:
-                raise ValueError(f"{where}: {err}; expected fields id, prompt, response, labels, source") from None
-            for name, level in example.labels.items():
-                if name not in objectives:
-                    raise ValueError(f"{where}: unknown objective {name!r}; valid: {', '.join(objectives.names)}")
-                example.labels[name] = objectives[name].check_level(level, where)
-            examples.append(example)
-    return subsample(examples, limit, seed)
+    from moslim.data import read_examples
+
+    return subsample(read_examples(_existing(path), objectives), limit, seed)
 
 
 def load_pairs(path: str | Path, objectives: ObjectiveSet | None = None, limit: int | None = None,
                seed: int = 0) -> list[PreferencePair]:
-    path = resolve_path(path)
-    try:
-        from moslim.data import read_pairs
-    except ImportError:
-        read_pairs = None
-    if read_pairs is not None:
-        pairs = read_pairs(path)
-    else:
-        pairs = []
-        for line_no, record in iter_jsonl(path):
-            try:
-                pairs.append(PreferencePair(**record))
-            except TypeError as err:
-                raise ValueError(f"{path}:{line_no}: {err}; expected fields id, prompt, chosen, rejected, "
-                                 "objective, source") from None
+    """Preference pairs; each pair's objective must be one of the reward model's heads."""
+    from moslim.data import read_pairs
+
+    path = _existing(path)
+    pairs = read_pairs(path, objectives)
     if objectives is not None:
         for pair in pairs:
             if pair.objective not in objectives:
                 raise ValueError(f"{path}: pair {pair.id!r} names objective {pair.objective!r}, which the reward "
                                  f"model does not have; valid: {', '.join(objectives.names)}")
     return subsample(pairs, limit, seed)
+
+
+def _existing(path: str | Path) -> Path:
+    resolved = resolve_path(path)
+    if not resolved.exists():
+        raise ValueError(f"data file {resolved} does not exist")
+    return resolved
 
 
 def label_tensor(examples: list[Example], objectives: ObjectiveSet) -> torch.Tensor:

@@ -182,6 +182,10 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     backbone_path = resolve(config.model.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path)
     model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed).to(device)
+    positions = getattr(model.config.text_config, "max_position_embeddings", None)
+    if positions and cfg.max_length > positions:
+        raise ValueError(f"data.max_length {cfg.max_length} exceeds the backbone's {positions} positions; "
+                         f"set data.max_length <= {positions}")
     encoder = PairEncoder(tokenizer, model.config.input_format, cfg.max_length)
     model.config.train_max_length = cfg.max_length
     pad_id = pad_id_of(tokenizer)
