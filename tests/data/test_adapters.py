@@ -108,3 +108,14 @@ def test_prompt_sets_are_tagged_with_safety_and_origin(tmp_path):
                                              {"safety": "safe", "origin": "mt_bench", "category": "writing"})
     xs = adapters.prompt_set(DATA / "xstest_prompts.csv", "xstest", "safe", tag_fields=("type",))
     assert [r.tags["type"] for r in xs] == ["homonyms", "contrast_homonyms"]
+
+
+def test_prompt_ranks_are_percentiles_within_each_prompt_with_ties_averaged():
+    def row(group: str, value: float) -> adapters.Scored:
+        return adapters.Scored(id=f"{group}{value}", group=group, prompt="q", response="a", source="s",
+                               signals={"p": value})
+
+    rows = [row("a", 1.0), row("a", 1.9), row("a", 1.2), row("a", 1.2), row("a", 1.5), row("b", 1.3)]
+    adapters.add_prompt_ranks(rows, "p", into="rank")
+    # prompt a sorted: 1.0, 1.2, 1.2, 1.5, 1.9 -> positions 0, (1+2)/2, (1+2)/2, 3, 4 out of 4
+    assert [r.signals["rank"] for r in rows] == [0.0, 1.0, 0.375, 0.375, 0.75, 0.5]

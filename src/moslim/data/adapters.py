@@ -201,6 +201,29 @@ def alpaca_eval_parser():
     return parse
 
 
+def add_prompt_ranks(rows: list[Scored], signal: str, into: str) -> list[Scored]:
+    """Add ``into``: each row's percentile rank of ``signal`` among the rows of its prompt (``group``).
+
+    0 = lowest on that prompt, 1 = highest; ties share their average rank; a prompt with one row gets 0.5.
+    Ranking within a prompt removes how hard the prompt is from the label, leaving how good the answer is.
+    """
+    by_group: dict[str, list[Scored]] = {}
+    for row in rows:
+        by_group.setdefault(row.group, []).append(row)
+    for group in by_group.values():
+        ordered = sorted(group, key=lambda r: r.signals[signal])
+        start = 0
+        while start < len(ordered):
+            end = start
+            while end + 1 < len(ordered) and ordered[end + 1].signals[signal] == ordered[start].signals[signal]:
+                end += 1
+            rank = (start + end) / 2 / (len(ordered) - 1) if len(ordered) > 1 else 0.5
+            for row in ordered[start:end + 1]:
+                row.signals[into] = rank
+            start = end + 1
+    return rows
+
+
 def xstest_completions(path: str | Path, prompt_safety: Mapping[str, str], on_error: str = "raise",
                        rejects_path: str | Path | None = None) -> list[Scored]:
     """XSTest labelled completions with signal ``xstest_verdict`` = ``"<safe|unsafe>/<final label>"``.

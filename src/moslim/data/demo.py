@@ -62,7 +62,7 @@ OBJECTIVES = ObjectiveSet([
         "give a minimal, low-effort reply that barely addresses the request",
         "give a plain answer that covers the main point",
         "give the most useful, accurate and complete answer you can",
-    ), "how well the answer serves the request (AlpacaEval judge vs GPT-4-turbo, tertiles)"),
+    ), "how well the answer serves the request (its rank among other models' answers, by an LLM judge)"),
     Objective("verbosity", (
         "answer in one short sentence (at most 15 words)",
         "answer in two or three sentences (16 to 40 words)",
@@ -93,10 +93,11 @@ def bucket(key: str, fractions: Sequence[float], salt: str = "") -> int:
 
 def build_spec(train_rows: Sequence[Scored]) -> LabellingSpec:
     """The labelling spec, with helpfulness tertiles fitted on the training split's AlpacaEval rows."""
-    edges = fit_quantile_edges([r.signals["alpaca_eval_preference"] for r in train_rows], 3)
-    helpfulness = Rule(signal="alpaca_eval_preference", bins="quantile", edges=edges,
-                       note=f"tertiles of 1 + P(judge prefers the answer to GPT-4-turbo's), fitted on "
-                            f"{len(train_rows)} training-split AlpacaEval rows of <= 250 words")
+    edges = fit_quantile_edges([r.signals["alpaca_eval_rank"] for r in train_rows], 3)
+    helpfulness = Rule(signal="alpaca_eval_rank", bins="quantile", edges=tuple(round(e, 6) for e in edges),
+                       note=f"tertiles of the answer's rank among the AlpacaEval models' answers to the same "
+                            f"prompt (0 worst, 1 best) by the GPT-4-turbo judge's preference, fitted on "
+                            f"{len(train_rows)} training-split rows of <= 250 words")
     return LabellingSpec({"helpfulness": [helpfulness, XSTEST_HELPFULNESS], "verbosity": [VERBOSITY_RULE],
                           "harmlessness": [XSTEST_HARMLESSNESS]})
 
@@ -248,6 +249,8 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
     progress("reading AlpacaEval")
     alpaca_result = load_records(source / "alpaca_eval/responses.jsonl.gz",
                                  adapters.alpaca_eval_parser(), on_error="skip")
+    # Rank among the ~40 answers to the same prompt (all lengths), then drop the long answers.
+    adapters.add_prompt_ranks(alpaca_result.items, "alpaca_eval_preference", into="alpaca_eval_rank")
     alpaca = [r for r in alpaca_result.items if word_count(r.response) <= settings.max_words]
     progress("reading XSTest")
     with (source / "xstest/xstest_prompts.csv").open(encoding="utf-8", newline="") as f:
