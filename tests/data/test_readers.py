@@ -181,3 +181,14 @@ def test_examples_survive_a_write_read_round_trip(objectives, tmp_path_factory, 
                 for i, (p, r, h, v) in enumerate(rows)]
     path = write_jsonl(tmp_path_factory.mktemp("rt") / "x.jsonl.gz", examples)
     assert read_examples(path, objectives) == examples
+
+
+def test_unreachable_hub_dataset_is_a_clear_error(objectives, monkeypatch):
+    import datasets
+
+    def offline(name, split, **options):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ValueError, match=r"someone/data: could not load split 'train' from the Hugging Face hub"):
+        read_examples("someone/data", objectives)

@@ -72,9 +72,7 @@ def iter_rows(source: str | Path, split: str = "train", **load_options: Any) -> 
             raise ValueError(f"{name}: unknown file type; expected .jsonl, .json, .csv, .parquet "
                              "(optionally .gz for the text ones) or a datasets folder")
     elif _looks_like_hub_id(name):
-        import datasets
-
-        yield from _iter_dataset(datasets.load_dataset(name, split=split, **load_options), f"{name}[{split}]")
+        yield from _iter_dataset(_load_hub(name, split, load_options), f"{name}[{split}]")
     else:
         raise ValueError(f"{name}: no such file or folder (and not a hub id like 'owner/name')")
 
@@ -138,6 +136,17 @@ def _load_from_disk(path: Path, split: str) -> Any:
             raise ValueError(f"{path}: no split {split!r}; splits: {', '.join(data)}")
         data = data[split]
     return data
+
+
+def _load_hub(name: str, split: str, options: dict[str, Any]) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, split=split, **options)
+    except OSError as err:  # ConnectionError and DatasetNotFoundError are OSErrors
+        raise ValueError(f"{name}: could not load split {split!r} from the Hugging Face hub "
+                         f"({type(err).__name__}: {err}); offline (HF_DATASETS_OFFLINE=1)? "
+                         "Pass a local file or a save_to_disk folder instead") from None
 
 
 def _iter_dataset(data: Any, name: str) -> Iterator[tuple[str, Any]]:
