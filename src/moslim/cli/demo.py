@@ -1,15 +1,83 @@
-"""`moslim demo` (not yet available: built by a later issue)."""
+"""`moslim demo [--quick]`: the whole pipeline end to end, reusing finished stages."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="demo (not yet available)")
+    parser = sub.add_parser(
+        "demo", help="prepare models, train the reward model and judge, RL, evaluate, report",
+        description="Run the demo end to end on the shipped demo data: prepare the built-in models, train the "
+        "reward model and an independent judge, RL the SmolLM2 policy, evaluate it and its base, write "
+        "<out>/report.md and report.html, and print a summary. Finished stages are reused on a second run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="the same stages, tiny (configs/demo/quick.yaml, into runs/demo-quick): a smoke check")
+    parser.add_argument("--config", help="demo YAML (default configs/demo/demo.yaml, or quick.yaml with --quick)")
+    parser.add_argument("--out", help="output folder (default runs/demo, runs/demo-quick with --quick)")
+    parser.add_argument("--force", metavar="STAGE",
+                        help="redo STAGE and every stage after it: models, rm, judge, rl, eval, report")
+    parser.add_argument("overrides", nargs="*", help="demo config overrides, e.g. 'rl.overrides=[trl.max_steps=5]'")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("moslim demo: not yet available")
+    from rich.console import Console
+
+    from moslim.config import load_config
+    from moslim.demo import DemoConfig, StageError, find_config, run_demo
+
+    console = Console()
+    config = args.config or ("configs/demo/quick.yaml" if args.quick else "configs/demo/demo.yaml")
+    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    cfg = load_config(DemoConfig, find_config(config), overrides)
+
+    def announce(index: int, stage: str, description: str, skipped: bool) -> None:
+        note = " [green](done before: reused)[/green]" if skipped else ""
+        console.rule(f"[bold]stage {index}/6: {stage}[/bold] — {description}{note}")
+
+    try:
+        record = run_demo(cfg, force=args.force, announce=announce)
+    except StageError as err:
+        print_summary(console, Path(cfg.out))
+        console.print(f"[red]moslim demo stopped:[/red] {err}")
+        return 1
+    print_summary(console, Path(cfg.out))
+    console.print(f"total {record['total_seconds']:.0f} s; report: [bold]{Path(cfg.out) / 'report.md'}[/bold] "
+                  f"(and report.html)")
     return 0
+
+
+def print_summary(console, out: Path) -> None:
+    """Stage wall times, then controllability before / after RL as judged by the independent judges."""
+    import json
+
+    from rich.table import Table
+
+    from moslim.demo import read_stages
+    from moslim.evaluation.report import fmt
+
+    stages = Table(title=f"demo stages ({out})")
+    for column in ("stage", "status", "wall time (s)"):
+        stages.add_column(column)
+    for name, info in read_stages(out).get("stages", {}).items():
+        seconds = info.get("seconds")
+        stages.add_row(name, info.get("status", ""), f"{seconds:.0f}" if seconds is not None else "-")
+    console.print(stages)
+    metrics_path = out / "eval" / "metrics.json"
+    if not metrics_path.exists():
+        return
+    policies = json.loads(metrics_path.read_text(encoding="utf-8"))["policies"]
+    table = Table(title="controllability, independent judges (value [95% CI over prompts])")
+    for column in ("objective", "judge", "metric", "before RL", "after RL"):
+        table.add_column(column)
+    names = sorted({n for p in policies.values() for n in p["controllability"].get("judge", {})})
+    for name in names:
+        results = [policies.get(label, {}).get("controllability", {}).get("judge", {}).get(name)
+                   for label in ("base", "policy")]
+        judge = next(r["judge"] for r in results if r)
+        for metric in ("hit_rate", "mean_abs_error", "spearman", "slope"):
+            table.add_row(name, judge, metric, *(fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
+                                                 for r in results))
+    console.print(table)

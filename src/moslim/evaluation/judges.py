@@ -103,36 +103,26 @@ class ModelJudge:
 
 
 def _run_info(path: Path) -> dict[str, Any]:
-    """Backbone and held-out figures a training run recorded in ``moslim_run.json`` (may be empty)."""
-    for candidate in (path / "moslim_run.json", path.parent / "moslim_run.json"):
-        if candidate.exists():
-            try:
-                run = json.loads(candidate.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                log.warning("%s is not valid JSON; judge details left out", candidate)
-                return {}
-            info = {}
-            backbone = _find_key(run, ("backbone", "base_model", "model_name_or_path"))
-            if backbone is not None:
-                info["backbone"] = backbone
-            held_out = _find_key(run, ("eval_metrics", "final_eval", "evaluation", "eval"))
-            if held_out is not None:
-                info["held_out"] = held_out
-            return info
-    return {}
-
-
-def _find_key(data: Any, keys: tuple[str, ...]) -> Any:
-    """The first value stored under one of ``keys``, searching nested mappings breadth-first."""
-    queue = [data]
-    while queue:
-        node = queue.pop(0)
-        if isinstance(node, dict):
-            for key in keys:
-                if key in node:
-                    return node[key]
-            queue += [v for v in node.values() if isinstance(v, dict)]
-    return None
+    """Backbone and held-out accuracy per head that ``moslim rm train`` recorded in ``moslim_run.json``."""
+    run_file = path / "moslim_run.json"
+    if not run_file.exists():
+        return {}
+    try:
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; judge details left out", run_file)
+        return {}
+    info: dict[str, Any] = {}
+    if run.get("backbone"):
+        info["backbone"] = run["backbone"]
+    heads = (run.get("metrics") or {}).get("heads") or {}
+    accuracy = {name: {"accuracy": m["accuracy"], "n": m["n"]} for name, m in heads.items() if m.get("n")}
+    if accuracy:
+        info["held_out_accuracy"] = accuracy
+        eval_file = (run.get("config") or {}).get("data", {}).get("eval")
+        if eval_file:
+            info["held_out_data"] = eval_file
+    return info
 
 
 def independent_judge_for(objective: str, judges: Sequence[Judge]) -> Judge | None:

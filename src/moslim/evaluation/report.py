@@ -108,18 +108,13 @@ def judges_section(metrics: Mapping[str, Any]) -> list[str]:
         extra = []
         if info.get("backbone"):
             extra.append(f"backbone {info['backbone']}")
-        if info.get("held_out"):
-            extra.append(f"held-out: {_short(info['held_out'])}")
+        if info.get("held_out_accuracy"):
+            accuracy = ", ".join(f"{name} {m['accuracy']:.2f} (n={m['n']})"
+                                 for name, m in info["held_out_accuracy"].items())
+            extra.append(f"held-out accuracy on `{info.get('held_out_data', '?')}`: {accuracy}")
         rows.append([name, info.get("kind", ""), ", ".join(info.get("objectives", [])),
                      "; ".join([detail, *extra])])
     return table(["judge", "kind", "objectives", "details"], rows) if rows else []
-
-
-def _short(data: Any) -> str:
-    if isinstance(data, Mapping):
-        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in data.items() if not isinstance(v, Mapping | list))
-    return str(data)
 
 
 def stages_table(stages: Mapping[str, Any]) -> list[str]:

@@ -1,0 +1,199 @@
+"""The demo pipeline: prepare models -> reward model -> judge -> RL -> eval -> report.
+
+Each stage runs the project's own command in-process (``moslim.cli.main([...])``), so the stage
+code stays in its module; the demo only wires outputs to inputs. A stage is skipped when its
+output exists (``moslim_run.json`` of a training run, ``metrics.json`` of the evaluation), so a
+second run reuses finished work; ``force`` reruns a stage and every stage after it. Wall times go
+to ``<out>/stages.json``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where configs/ lives in a source checkout
+STAGES = ("models", "rm", "judge", "rl", "eval", "report")
+DESCRIPTIONS = {
+    "models": "prepare the built-in models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2)",
+    "rm": "train the multi-head reward model on the demo data",
+    "judge": "train the independent judge (disjoint split, other backbone)",
+    "rl": "RL the policy against the MOSLIM reward",
+    "eval": "evaluate the base and the RL policy on the preference grid",
+    "report": "write report.md / report.html with plots",
+}
+
+
+@dataclass
+class StageSection:
+    config: str = ""  # the stage command's YAML (relative to the working folder or the repository)
+    overrides: list[str] = field(default_factory=list)  # dotted overrides passed to that command
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"  # every stage writes under this folder
+    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "all-minilm-l6-v2"])
+    rm: StageSection = field(default_factory=lambda: StageSection("configs/demo/rm.yaml"))
+    judge: StageSection = field(default_factory=lambda: StageSection("configs/demo/judge.yaml"))
+    rl: StageSection = field(default_factory=lambda: StageSection("configs/demo/rl.yaml"))
+    eval: StageSection = field(default_factory=lambda: StageSection("configs/demo/eval.yaml"))
+
+
+class StageError(RuntimeError):
+    """A stage failed or is not available in this install; the message says which and why."""
+
+
+def find_config(path: str) -> Path:
+    """``path`` as given, else relative to the repository (so the demo runs from any folder)."""
+    for candidate in (Path(path), REPO_ROOT / path):
+        if candidate.exists():
+            return candidate
+    raise ValueError(f"config file {path} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def outputs(out: Path) -> dict[str, Path]:
+    """Each stage's completion marker."""
+    return {"rm": out / "rm" / "moslim_run.json", "judge": out / "judge" / "moslim_run.json",
+            "rl": out / "rl" / "moslim_run.json", "eval": out / "eval" / "metrics.json",
+            "report": out / "report.md"}
+
+
+def _cli(argv: list[str], stage: str, marker: Path) -> None:
+    """Run ``moslim ARGV`` in-process; raise StageError unless it succeeded and wrote ``marker``."""
+    from moslim.cli import main
+
+    log.info("moslim %s", " ".join(argv))
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse rejects a command this install lacks
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    if code != 0:
+        raise StageError(f"stage {stage!r}: `moslim {' '.join(argv[:2])}` exited with {code} (see the messages above)")
+    if not marker.exists():
+        raise StageError(f"stage {stage!r}: `moslim {' '.join(argv[:2])}` finished without writing {marker}; "
+                         "this install's command may not be available yet")
+
+
+def _rl_base_policy(cfg: DemoConfig) -> str | None:
+    """The RL run's starting policy: evaluated as the "before RL" control."""
+    try:
+        from moslim.config import load_config
+        from moslim.policy.train import RLConfig
+
+        return load_config(RLConfig, find_config(cfg.rl.config), cfg.rl.overrides).policy.model
+    except (ImportError, ValueError) as err:
+        log.warning("could not read the RL config's starting policy (%s); eval uses its own base_policy", err)
+        return None
+
+
+def stage_commands(cfg: DemoConfig, out: Path) -> dict[str, Callable[[], None]]:
+    marker = outputs(out)
+
+    def models() -> None:
+        from moslim import models as builtins
+
+        for name in cfg.models:
+            builtins.prepare(name)
+
+    def rm() -> None:
+        _cli(["rm", "train", "--config", str(find_config(cfg.rm.config)), *cfg.rm.overrides,
+              f"output_dir={out / 'rm'}"], "rm", marker["rm"])
+
+    def judge() -> None:
+        _cli(["rm", "train", "--config", str(find_config(cfg.judge.config)), *cfg.judge.overrides,
+              f"output_dir={out / 'judge'}"], "judge", marker["judge"])
+
+    def rl() -> None:
+        _cli(["rl", "train", "--config", str(find_config(cfg.rl.config)), *cfg.rl.overrides,
+              f"train.output_dir={out / 'rl'}", f"reward.model={out / 'rm'}"], "rl", marker["rl"])
+
+    def evaluate() -> None:
+        base = _rl_base_policy(cfg)
+        _cli(["eval", "--config", str(find_config(cfg.eval.config)), "--no-report",
+              "--policy", str(out / "rl" / "final"), "--reward-model", str(out / "rm"),
+              "--judge", str(out / "judge"), "--out", str(out / "eval"),
+              *(["--base-policy", base] if base else []), *cfg.eval.overrides], "eval", marker["eval"])
+
+    def report() -> None:
+        from moslim.evaluation.report import write_report
+
+        write_report(out / "eval", out, rl_run=out / "rl" / "moslim_run.json",
+                     stages=read_stages(out).get("stages"), title="moslim demo")
+
+    return {"models": models, "rm": rm, "judge": judge, "rl": rl, "eval": evaluate, "report": report}
+
+
+def is_done(stage: str, cfg: DemoConfig, out: Path) -> bool:
+    if stage == "models":
+        from moslim import models as builtins
+
+        return all(builtins.is_prepared(name) for name in cfg.models)
+    if stage == "report":
+        return False  # cheap, and its stage table must be current
+    return outputs(out)[stage].exists()
+
+
+def read_stages(out: Path) -> dict[str, Any]:
+    path = out / "stages.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
+
+
+def write_stages(out: Path, record: dict[str, Any]) -> None:
+    tmp = out / ".stages.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "stages.json")
+
+
+def run_demo(cfg: DemoConfig, force: str | None = None,
+             announce: Callable[[int, str, str, bool], None] | None = None) -> dict[str, Any]:
+    """Run the stages in order; return the ``stages.json`` record (also on failure, then re-raise).
+
+    ``force`` names a stage to redo together with every stage after it (their outputs are deleted
+    first). ``announce(index, stage, description, skipped)`` is called before each stage.
+    """
+    if force is not None and force not in STAGES:
+        raise ValueError(f"--force {force!r}: unknown stage; stages: {', '.join(STAGES)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = read_stages(out)
+    record["out"] = str(out)
+    redo = set(STAGES[STAGES.index(force):]) if force else set()
+    for stage in redo - {"models", "report"}:
+        folder = outputs(out)[stage].parent
+        log.info("--force %s: removing %s", force, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    commands = stage_commands(cfg, out)
+    for i, stage in enumerate(STAGES, 1):
+        entry = record["stages"].get(stage, {})
+        skipped = stage not in redo and is_done(stage, cfg, out)
+        if announce:
+            announce(i, stage, DESCRIPTIONS[stage], skipped)
+        if skipped:
+            entry["status"] = "reused"  # `seconds` keeps the time of the run that made it
+            record["stages"][stage] = entry
+            continue
+        start = time.perf_counter()
+        try:
+            commands[stage]()
+        except BaseException as err:
+            record["stages"][stage] = {"status": "failed", "seconds": round(time.perf_counter() - start, 1),
+                                       "error": str(err) or type(err).__name__}
+            write_stages(out, record)
+            raise
+        record["stages"][stage] = {"status": "ran", "seconds": round(time.perf_counter() - start, 1)}
+        write_stages(out, record)
+        gc.collect()  # the stage's models are garbage now; free them before the next one loads
+    record["total_seconds"] = round(sum(s.get("seconds") or 0 for s in record["stages"].values()), 1)
+    write_stages(out, record)
+    return record

@@ -1,0 +1,83 @@
+"""`moslim demo` end to end on tiny models: every stage runs its real command, a second run reuses them."""
+
+import json
+
+import pytest
+import yaml
+
+from moslim.cli import main
+
+
+def write_yaml(path, data):
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def tiny_demo_config(tmp_path, tiny_causal_lm_dir, tiny_encoder_dir):
+    data = {"objectives": "moslim:assets/demo/objectives.yaml", "max_length": 48, "max_train_examples": 16,
+            "max_eval_examples": 16, "max_pairs": 8}
+    train = {"max_steps": 2, "batch_size": 4, "device": "cpu", "progress": False, "save_every": 100}
+    rm = write_yaml(tmp_path / "rm.yaml", {"model": {"backbone": str(tiny_encoder_dir)}, "data": data,
+                                            "train": train})
+    judge = write_yaml(tmp_path / "judge.yaml", {
+        "model": {"backbone": str(tiny_causal_lm_dir)},
+        "data": {**data, "train": "moslim:assets/demo/judge_train.jsonl.gz"}, "train": {**train, "seed": 1}})
+    rl = write_yaml(tmp_path / "rl.yaml", {
+        "policy": {"model": str(tiny_causal_lm_dir)},
+        "data": {"prompts": "moslim:assets/demo/prompts_train.jsonl", "max_prompts": 8},
+        "train": {"rollout": "trl"},
+        "trl": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
+                "max_steps": 2, "save_steps": 100, "logging_steps": 1, "use_cpu": True, "report_to": "none",
+                "seed": 0, "disable_tqdm": True}})
+    evaluation = write_yaml(tmp_path / "eval.yaml", {
+        "prompts": "moslim:assets/demo/prompts_eval.jsonl", "num_prompts": 2,
+        "grid": {"pairs": [["verbosity", "harmlessness"]], "pair_levels": {"verbosity": [0, 3]}},
+        "generation": {"max_new_tokens": 8, "batch_size": 16},
+        "bootstrap": {"num_resamples": 20}})
+    return write_yaml(tmp_path / "demo.yaml", {
+        "out": str(tmp_path / "demo"), "models": [],
+        "rm": {"config": rm}, "judge": {"config": judge}, "rl": {"config": rl}, "eval": {"config": evaluation}})
+
+
+def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny_causal_lm_dir):
+    out = tmp_path / "demo"
+    assert main(["demo", "--config", tiny_demo_config]) == 0
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert list(stages) == ["models", "rm", "judge", "rl", "eval", "report"]
+    assert stages["models"]["status"] == "reused"  # nothing to prepare in this config
+    assert all(stages[s]["status"] == "ran" and stages[s]["seconds"] >= 0
+               for s in ("rm", "judge", "rl", "eval", "report"))
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    # The "before RL" control is the RL run's starting policy, judged by the exact verbosity judge.
+    assert metrics["settings"]["config"]["base_policy"] == str(tiny_causal_lm_dir)
+    assert set(metrics["policies"]) == {"base", "policy"}
+    assert metrics["sources"]["judge"]["verbosity"] == "exact"
+    assert metrics["judges"]["judge"]["backbone"] == str(tiny_causal_lm_dir)
+    report = (out / "report.md").read_text()
+    assert "## Controllability, judged by independent judges" in report
+    assert (out / "report.html").exists() and (out / "controllability-judge.png").exists()
+
+    # A second run reuses every finished stage (the report is always rewritten).
+    assert main(["demo", "--config", tiny_demo_config]) == 0
+    again = json.loads((out / "stages.json").read_text())["stages"]
+    assert [again[s]["status"] for s in ("models", "rm", "judge", "rl", "eval")] == ["reused"] * 5
+    assert again["rl"]["seconds"] == stages["rl"]["seconds"]  # the time of the run that made it
+
+    # --force eval redoes eval and report only.
+    assert main(["demo", "--config", tiny_demo_config, "--force", "eval"]) == 0
+    forced = json.loads((out / "stages.json").read_text())["stages"]
+    assert forced["rl"]["status"] == "reused" and forced["eval"]["status"] == "ran"
+
+
+def test_demo_names_the_stage_that_did_not_produce_its_output(tmp_path, tiny_demo_config, capsys):
+    config = yaml.safe_load(open(tiny_demo_config))
+    config["rm"]["overrides"] = ["data.train=missing.jsonl"]  # the RM command fails on it
+    path = write_yaml(tmp_path / "broken.yaml", config)
+    assert main(["demo", "--config", path]) == 1
+    stages = json.loads((tmp_path / "demo" / "stages.json").read_text())["stages"]
+    assert stages["rm"]["status"] == "failed" and "rm" in capsys.readouterr().out
+
+
+def test_demo_rejects_an_unknown_stage_to_force(tiny_demo_config):
+    assert main(["demo", "--config", tiny_demo_config, "--force", "rl_train"]) == 2
