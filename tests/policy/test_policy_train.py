@@ -49,6 +49,7 @@ def test_run_summary_and_final_folder_carry_what_the_pipeline_needs(tmp_path, ma
     assert any(k.endswith("/hit_rate") for k in step)
     assert step["time/step"] == pytest.approx(step["time/generation"] + step["time/reward"] + step["time/update"])
     assert summary["wall_s"] > 0 and summary["final"] == str(final)
+    assert (tmp_path / "run" / "rl_curves.png").stat().st_size > 10_000  # the curves, written before the summary
 
 
 def test_resume_continues_from_the_saved_step(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file):

@@ -289,12 +289,17 @@ STEP_KEYS = ("step", "reward", "reward_std", "kl", "completions/mean_length", "t
 
 def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s: float,
                       resumed_from: Path | None) -> None:
-    """Per-step logs (reward, per-objective hit rate, length, KL, time split) and wall time, atomically."""
+    """Per-step logs (reward, per-objective hit rate, length, KL, time split) and wall time, atomically;
+    the curves go to ``rl_curves.png`` next to it, before it (its presence means "done")."""
+    from moslim.policy.plots import plot_run
+
     steps = []
     for entry in trainer.state.log_history:
         if "reward" not in entry:
             continue  # the final train summary line
         steps.append({k: v for k, v in entry.items() if k in STEP_KEYS or k.startswith("moslim/")})
+    if steps:
+        plot_run(steps, path.with_name("rl_curves.png"), f"{config.train.algorithm.upper()} {config.policy.model}")
     split = {key: _mean(s.get(f"time/{key}") for s in steps) for key in ("step", "generation", "reward", "update")}
     summary = {
         "final": str(final), "algorithm": config.train.algorithm, "global_step": trainer.state.global_step,
