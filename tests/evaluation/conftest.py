@@ -32,10 +32,30 @@ def tiny_judge_dir(tmp_path_factory, tiny_causal_lm_dir, objectives) -> Path:
     return save_tiny_reward_model(tiny_causal_lm_dir, objectives, tmp_path_factory.mktemp("judge") / "judge", seed=1)
 
 
-@pytest.fixture
-def eval_prompts(tmp_path) -> Path:
-    path = tmp_path / "prompts_eval.jsonl"
+def write_prompts(path: Path) -> Path:
     rows = [{"id": f"q{i}", "prompt": q, "source": "test", "tags": {"safety": "safe" if i % 2 else "unsafe"}}
             for i, q in enumerate(QUESTIONS)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def eval_prompts(tmp_path) -> Path:
+    return write_prompts(tmp_path / "prompts_eval.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tiny_eval_run(tmp_path_factory, tiny_causal_lm_dir, tiny_reward_model_dir, tiny_judge_dir):
+    """`moslim eval` once on tiny models (policy and base: the same tiny Llama); its output folder."""
+    from moslim.cli import main
+
+    tmp = tmp_path_factory.mktemp("eval_run")
+    prompts = tmp / "prompts.jsonl"
+    write_prompts(prompts)
+    code = main(["eval", "--policy", str(tiny_causal_lm_dir), "--base-policy", str(tiny_causal_lm_dir),
+                 "--reward-model", str(tiny_reward_model_dir), "--judge", str(tiny_judge_dir),
+                 "--prompts", str(prompts), "--num-prompts", "3", "--samples", "2", "--out", str(tmp / "eval"),
+                 "generation.max_new_tokens=12", "bootstrap.num_resamples=50",
+                 "grid.pairs=[[helpfulness, verbosity]]", "grid.pair_levels={helpfulness: [0, 2], verbosity: [0, 3]}"])
+    assert code == 0
+    return tmp / "eval"

@@ -43,29 +43,52 @@ def test_prompt_selection_alternates_safety_tags_and_is_seeded():
     assert [r.id for r in chosen] == [r.id for r in select_prompts(records, 4, seed=3)]
 
 
-def test_eval_on_tiny_models_writes_generations_and_metrics_judged_exactly(
-        tmp_path, tiny_causal_lm_dir, tiny_reward_model_dir, tiny_judge_dir, eval_prompts):
-    cfg = tiny_eval_config(tmp_path, tiny_causal_lm_dir, tiny_reward_model_dir, eval_prompts, judge=tiny_judge_dir)
-    metrics = run_evaluation(cfg, show_progress=False)
-    out = tmp_path / "eval"
-    rows = [json.loads(line) for line in (out / "generations-policy.jsonl").read_text().splitlines()]
+def test_eval_writes_generations_judged_exactly_and_metrics_with_a_before(tiny_eval_run):
+    rows = [json.loads(line) for line in (tiny_eval_run / "generations-policy.jsonl").read_text().splitlines()]
     # 3 prompts x (9 singles + 4 pair cells) x 2 samples
     assert len(rows) == 3 * 13 * 2
-    for row in rows[:20]:  # the exact judge is the word count through the stored bins
+    for row in rows:  # the exact judge is the word count through the stored bins
         words = word_count(row["completion"])
         assert row["levels"]["exact"]["verbosity"] == sum(words > e for e in (2, 5, 10))
         assert set(row["levels"]["judge"]) == {"helpfulness", "harmlessness"}
         assert set(row["levels"]["reward_model"]) == {"helpfulness", "verbosity", "harmlessness"}
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((tiny_eval_run / "metrics.json").read_text())
     assert saved["sources"]["judge"] == {"helpfulness": "judge", "verbosity": "exact", "harmlessness": "judge"}
     for label in ("base", "policy"):
         verbosity = saved["policies"][label]["controllability"]["judge"]["verbosity"]
         assert verbosity["n"] == 3 * 4 * 2 and verbosity["prompts"] == 3
-        assert 0.0 <= verbosity["hit_rate"]["value"] <= 1.0
+        requested = [Preference.parse(r["preference"]).as_dict()["verbosity"] for r in rows
+                     if Preference.parse(r["preference"]).as_dict().keys() == {"verbosity"}]
+        achieved = [r["levels"]["exact"]["verbosity"] for r in rows
+                    if Preference.parse(r["preference"]).as_dict().keys() == {"verbosity"}]
+        if label == "policy":  # the stored figure is the hit rate of the stored rows
+            assert verbosity["hit_rate"]["value"] == pytest.approx(
+                sum(a == b for a, b in zip(requested, achieved)) / len(requested))
         pareto = saved["policies"][label]["pareto"]["judge"]["helpfulness+verbosity"]
         assert len(pareto["points"]) == 4 and pareto["reference_point"] == [0.0, 0.0]
         assert 0.0 <= pareto["hypervolume"]["value"] <= 1.0
-    assert metrics["settings"]["prompts"] == saved["settings"]["prompts"]
+
+
+def test_report_has_tables_plots_examples_and_html(tiny_eval_run):
+    report = (tiny_eval_run / "report.md").read_text()
+    for heading in ("## Judges", "## Controllability, judged by independent judges",
+                    "### Pareto fronts, judged by independent judges", "## Example completions"):
+        assert heading in report
+    assert "| verbosity | exact | hit rate |" in report
+    for image in ("controllability-judge.png", "pareto-judge.png", "controllability-reward_model.png"):
+        assert (tiny_eval_run / image).stat().st_size > 1000 and f"]({image})" in report
+    html = (tiny_eval_run / "report.html").read_text()
+    assert "<table>" in html and '<img src="controllability-judge.png"' in html
+
+
+def test_training_curves_come_from_the_rl_run_log(tiny_eval_run, tmp_path):
+    from moslim.evaluation.report import write_report
+
+    run = {"steps": [{"step": i, "reward": 0.1 * i, "moslim/verbosity/hit_rate": 0.25} for i in (1, 2, 3)]}
+    (tmp_path / "moslim_run.json").write_text(json.dumps(run))
+    write_report(tiny_eval_run, tmp_path / "report", rl_run=tmp_path / "moslim_run.json")
+    assert "From `" in (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "training-curves.png").exists()
 
 
 def test_eval_reuses_generations_when_run_again(tmp_path, tiny_causal_lm_dir, tiny_reward_model_dir,
