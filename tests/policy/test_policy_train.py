@@ -141,3 +141,14 @@ def test_fast_rollout_trains_the_policy(tmp_path, make_config, tiny_causal_lm_di
     assert _changed(tiny_causal_lm_dir, final)
     steps = json.loads((tmp_path / "run" / RUN_FILE).read_text())["steps"]
     assert all(s["time/generation"] > 0 for s in steps)
+
+
+def test_time_limit_stops_after_a_step_with_a_checkpoint(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
+                                                         prompts_file):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run",
+                         trl={"max_steps": 5, "save_steps": 100})
+    config.train.max_minutes = 0.0  # already over: stop after the first step
+    train_policy(config)
+    summary = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert summary["global_step"] == 1 and summary["max_steps"] == 5
+    assert last_complete_checkpoint(tmp_path / "run").name == "checkpoint-1"

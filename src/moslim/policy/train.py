@@ -75,6 +75,7 @@ class TrainSection:
     rollout: Literal["auto", "fast", "trl"] = "auto"  # generation: moslim.policy.fast or TRL's own
     output_dir: str = "runs/rl"
     resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
+    max_minutes: float | None = None  # stop (with a checkpoint) after the step that passes this wall time
 
 
 @dataclass
@@ -188,6 +189,23 @@ class StepTimer(TrainerCallback):
         self.spent.clear()
 
 
+class TimeLimit(TrainerCallback):
+    """Ends training after the first step that finishes past ``minutes`` of wall time, with a checkpoint,
+    so a run on a shared machine keeps its time budget and a later run resumes where it stopped."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.start > self.seconds and state.global_step < state.max_steps:
+            log.info("time limit of %.1f min reached at step %d: saving and stopping", self.seconds / 60,
+                     state.global_step)
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
 # -- the recipe -------------------------------------------------------------------------------
 def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     """Everything up to ``trainer.train()``: returns (trainer, reward, objectives, template)."""
@@ -233,6 +251,8 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     else:
         trainer = RLOOTrainer(**kwargs)
     trainer.add_callback(StepTimer(trainer))
+    if config.train.max_minutes is not None:
+        trainer.add_callback(TimeLimit(config.train.max_minutes))
     return trainer, reward, objectives, template
 
 
@@ -303,6 +323,7 @@ def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s
     split = {key: _mean(s.get(f"time/{key}") for s in steps) for key in ("step", "generation", "reward", "update")}
     summary = {
         "final": str(final), "algorithm": config.train.algorithm, "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
         "wall_s": round(wall_s, 1), "resumed_from": str(resumed_from) if resumed_from else None,
         "mean_time_s": split, "steps": steps, "config": to_dict(config),
     }
