@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where configs/ lives in a source checkout
 STAGES = ("models", "rm", "judge", "rl", "eval", "report")
 DESCRIPTIONS = {
-    "models": "prepare the built-in models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2)",
-    "rm": "train the multi-head reward model on the demo data",
-    "judge": "train the independent judge (disjoint split, other backbone)",
-    "rl": "RL the policy against the MOSLIM reward",
-    "eval": "evaluate the base and the RL policy on the preference grid",
-    "report": "write report.md / report.html with plots",
+    "models": "prepare the built-in models",
+    "rm": "train the reward model",
+    "judge": "train the independent judge",
+    "rl": "RL the policy",
+    "eval": "evaluate base and RL policy",
+    "report": "write the report",
 }
 
 

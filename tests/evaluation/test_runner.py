@@ -74,9 +74,11 @@ def test_report_has_tables_plots_examples_and_html(tiny_eval_run):
     for heading in ("## Judges", "## Controllability, judged by independent judges",
                     "### Pareto fronts, judged by independent judges", "## Example completions"):
         assert heading in report
-    assert "| verbosity | exact | hit rate |" in report
+    assert "| verbosity | word count (exact) | hit rate |" in report
     for image in ("controllability-judge.png", "pareto-judge.png", "controllability-reward_model.png"):
         assert (tiny_eval_run / image).stat().st_size > 1000 and f"]({image})" in report
+    summary = (tiny_eval_run / "summary.md").read_text()  # the README's tables: before -> after RL
+    assert "| verbosity | word count (exact) |" in summary and " → " in summary
     html = (tiny_eval_run / "report.html").read_text()
     assert "<table>" in html and '<img src="controllability-judge.png"' in html
 

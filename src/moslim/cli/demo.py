@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(DemoConfig, find_config(config), overrides)
 
     def announce(index: int, stage: str, description: str, skipped: bool) -> None:
-        note = " [green](done before: reused)[/green]" if skipped else ""
+        note = " [green](reused)[/green]" if skipped else ""
         console.rule(f"[bold]stage {index}/6: {stage}[/bold] — {description}{note}")
 
     try:
@@ -56,7 +56,7 @@ def print_summary(console, out: Path) -> None:
     from rich.table import Table
 
     from moslim.demo import read_stages
-    from moslim.evaluation.report import fmt
+    from moslim.evaluation.report import fmt, judge_label
 
     stages = Table(title=f"demo stages ({out})")
     for column in ("stage", "status", "wall time (s)"):
@@ -68,7 +68,8 @@ def print_summary(console, out: Path) -> None:
     metrics_path = out / "eval" / "metrics.json"
     if not metrics_path.exists():
         return
-    policies = json.loads(metrics_path.read_text(encoding="utf-8"))["policies"]
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    policies, judges = metrics["policies"], metrics.get("judges", {})
     table = Table(title="controllability, independent judges (value [95% CI over prompts])")
     for column in ("objective", "judge", "metric", "before RL", "after RL"):
         table.add_column(column)
@@ -76,7 +77,7 @@ def print_summary(console, out: Path) -> None:
     for name in names:
         results = [policies.get(label, {}).get("controllability", {}).get("judge", {}).get(name)
                    for label in ("base", "policy")]
-        judge = next(r["judge"] for r in results if r)
+        judge = judge_label(judges, next(r["judge"] for r in results if r))
         for metric in ("hit_rate", "mean_abs_error", "spearman", "slope"):
             table.add_row(name, judge, metric, *(fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
                                                  for r in results))

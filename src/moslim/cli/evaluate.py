@@ -56,7 +56,7 @@ def print_summary(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from moslim.evaluation.report import fmt
+    from moslim.evaluation.report import fmt, judge_label
 
     policies = metrics["policies"]
     labels = [label for label in ("base", "policy") if label in policies]
@@ -67,7 +67,7 @@ def print_summary(metrics: dict) -> None:
         names = sorted({n for lb in labels for n in policies[lb]["controllability"].get(source, {})})
         for name in names:
             results = [policies[lb]["controllability"].get(source, {}).get(name) for lb in labels]
-            judge = next(r["judge"] for r in results if r)
+            judge = judge_label(metrics.get("judges", {}), next(r["judge"] for r in results if r))
             for metric in ("hit_rate", "spearman"):
                 table.add_row(name, judge, metric, *(fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
                                                      for r in results))

@@ -40,14 +40,23 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
 
 
-def controllability_table(policies: Mapping[str, Any], source: str) -> list[str]:
+def judge_label(judges: Mapping[str, Any], name: str) -> str:
+    """``word count (exact)`` / ``judge (smollm2-135m-instruct)``: who judged, readable in a table."""
+    info = judges.get(name, {})
+    if info.get("kind") == "exact":
+        return "word count (exact)"
+    return f"{name} ({info['backbone']})" if info.get("backbone") else name
+
+
+def controllability_table(policies: Mapping[str, Any], source: str,
+                          judges: Mapping[str, Any] | None = None) -> list[str]:
     """Rows: objective x metric; columns: before / after RL (value [95% CI])."""
     labels = [label for label in ("base", "policy") if label in policies]
     names = sorted({n for p in policies.values() for n in p["controllability"].get(source, {})})
     rows = []
     for name in names:
         results = {label: policies[label]["controllability"].get(source, {}).get(name) for label in labels}
-        judge = next((r["judge"] for r in results.values() if r), source)
+        judge = judge_label(judges or {}, next((r["judge"] for r in results.values() if r), source))
         for metric, title in METRIC_TITLES.items():
             rows.append([name, judge, title] + [fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
                                                 for r in results.values()])
@@ -123,6 +132,25 @@ def stages_table(stages: Mapping[str, Any]) -> list[str]:
     return table(["stage", "status", "wall time (s)"], rows) if rows else []
 
 
+def compact_table(policies: Mapping[str, Any], source: str = "judge",
+                  judges: Mapping[str, Any] | None = None) -> list[str]:
+    """One row per objective: each metric before -> after RL (the README's table)."""
+    names = sorted({n for p in policies.values() for n in p["controllability"].get(source, {})})
+    rows = []
+    for name in names:
+        before = policies.get("base", {}).get("controllability", {}).get(source, {}).get(name)
+        after = policies.get("policy", {}).get("controllability", {}).get(source, {}).get(name)
+        judge = judge_label(judges or {}, (after or before)["judge"])
+        cells = []
+        for metric in METRIC_TITLES:
+            was = fmt(before[metric]["value"]) if before else "-"
+            now = fmt(after[metric]["value"], after[metric]["ci"]) if after else "-"
+            cells.append(f"{was} → {now}")
+        rows.append([name, judge, *cells])
+    return table(["objective", "judge", *(f"{t} (before → after RL [95% CI])" for t in METRIC_TITLES.values())],
+                 rows) if rows else []
+
+
 def find_log_history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-step log rows a training run recorded (``log_history`` anywhere in moslim_run.json)."""
     queue: list[Any] = [run]
@@ -169,7 +197,7 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
         if not any(p["controllability"].get(source) for p in policies.values()):
             continue
         md += [f"## Controllability, judged by {SOURCE_TITLES[source]}", "",
-               *controllability_table(policies, source), ""]
+               *controllability_table(policies, source, metrics.get("judges")), ""]
         image = plots.plot_controllability(policies, source, out / f"controllability-{source}.png")
         if image:
             md += [f"![requested vs achieved level ({source})]({image.name})", ""]
@@ -189,10 +217,28 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
     if examples:
         md += ["## Example completions", "", *examples]
     text = "\n".join(md) + "\n"
+    _write(out / "summary.md", summary_markdown(policies, stages, out, metrics.get("judges")))
     _write(out / "report.md", text)
     _write(out / "report.html", to_html(text, title))
     log.info("report written to %s", out / "report.md")
     return out / "report.md"
+
+
+def summary_markdown(policies: Mapping[str, Any], stages: Mapping[str, Any] | None, out: Path,
+                     judges: Mapping[str, Any] | None = None) -> str:
+    """The few tables and plots a README shows: stage times, controllability before -> after RL."""
+    md = []
+    if stages:
+        total = sum(s.get("seconds") or 0 for s in stages.values() if isinstance(s, Mapping))
+        md += [f"Stage wall times (total {total:.0f} s):", "", *stages_table(stages), ""]
+    md += ["Controllability, judged by the independent judges:", "", *compact_table(policies, "judge", judges), ""]
+    hv = pareto_table(policies, "judge")
+    if hv:
+        md += ["Pareto fronts (hypervolume of the achieved mean levels, scaled 0-1, reference (0, 0)):", "", *hv, ""]
+    for image in ("controllability-judge.png", "pareto-judge.png", "training-curves.png"):
+        if (out / image).exists():
+            md += [f"![{image.removesuffix('.png')}]({image})", ""]
+    return "\n".join(md) + "\n"
 
 
 def to_html(markdown: str, title: str) -> str:
