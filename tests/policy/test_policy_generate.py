@@ -35,22 +35,24 @@ def test_generation_prompt_is_the_text_trl_trains_on(objectives, policy_dir):
     assert rendered == [trained_on]
 
 
-def test_same_seed_gives_the_same_answers_and_samples_have_the_asked_shape(policy_dir):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_same_seed_gives_the_same_answers_and_samples_have_the_asked_shape(policy_dir, engine):
     questions = ["what is water ?", "list three good things ."]
-    kwargs = dict(max_new_tokens=6, num_samples=3, batch_size=1, progress=False)
+    kwargs = dict(max_new_tokens=6, num_samples=3, batch_size=1, progress=False, engine=engine)
     a = generate_completions(policy_dir, questions, "verbosity=1", seed=5, **kwargs)
     b = generate_completions(policy_dir, questions, "verbosity=1", seed=5, **kwargs)
     assert a == b
     assert len(a) == 2 and all(len(samples) == 3 for samples in a)
 
 
-def test_batching_does_not_change_greedy_answers(policy_dir):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_batching_does_not_change_greedy_answers(policy_dir, engine):
     questions = ["what is water ?", "explain why the cat is a good dog .", "how can i help you ?"]
     prefs = ["verbosity=0", "helpfulness=2,harmlessness=1", ""]
     one = generate_completions(policy_dir, questions, prefs, temperature=0, max_new_tokens=5, batch_size=1,
-                               progress=False)
+                               progress=False, engine=engine)
     three = generate_completions(policy_dir, questions, prefs, temperature=0, max_new_tokens=5, batch_size=3,
-                                 progress=False)
+                                 progress=False, engine=engine)
     assert one == three
 
 

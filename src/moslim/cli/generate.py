@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--engine", choices=["auto", "fast", "hf"], default="auto",
+                        help="fast: moslim's batched CPU sampler; hf: model.generate; auto: fast on CPU")
     parser.set_defaults(func=run)
 
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     answers = generate_completions(
         args.policy, [r["prompt"] for r in rows], [r["preference"] for r in rows], objectives=objectives,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, progress=bool(args.input))
+        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, progress=bool(args.input),
+        engine=args.engine)
     if args.input:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
