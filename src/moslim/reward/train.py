@@ -211,7 +211,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
         groups.append({"params": body_params, "lr": t.lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, int(t.warmup_ratio * total), total))
-    state = {"step": 0, "train_seconds": 0.0, "history": []}
+    state = {"step": 0, "train_seconds": 0.0, "train_cpu_seconds": 0.0, "history": []}
     if t.resume and (resumed := load_checkpoint(out, model, optimizer, scheduler)) is not None:
         state = resumed
         log.info("resuming from %s at step %d", out / CHECKPOINT, state["step"])
@@ -223,7 +223,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
     progress = _progress(t.progress, total, state["step"])
     window = _Window(len(objectives))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model.train()
     for step in range(state["step"], total):
         for j in range(t.grad_accum):
@@ -257,12 +257,12 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
         if progress is not None:
             progress.update(1)
         if t.save_every and done % t.save_every == 0 and done < total:
-            state.update(step=done, train_seconds=state["train_seconds"] + time.perf_counter() - started)
-            started = time.perf_counter()
+            _add_time(state, started, cpu_started, step=done)
+            started, cpu_started = time.perf_counter(), time.process_time()
             save_checkpoint(out, model, optimizer, scheduler, state)
         if on_step is not None:
             on_step(done)
-    state.update(step=total, train_seconds=state["train_seconds"] + time.perf_counter() - started)
+    _add_time(state, started, cpu_started, step=total)
     if progress is not None:
         progress.close()
     if writer is not None:
@@ -281,12 +281,20 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": total,
                "train_examples": len(train_encoded), "train_seconds": round(state["train_seconds"], 1),
+               # CPU seconds of this process (all threads): on a shared machine, wall time says little
+               "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 1), "threads": torch.get_num_threads(),
                "history": state["history"], "metrics": _summary_metrics(results), "config": to_dict(config)}
     tmp = out / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, out / RUN_FILE)
     log.info("reward model saved to %s (%.1f s of training)", out, state["train_seconds"])
     return out
+
+
+def _add_time(state: dict[str, Any], started: float, cpu_started: float, step: int) -> None:
+    state["step"] = step
+    state["train_seconds"] += time.perf_counter() - started
+    state["train_cpu_seconds"] = state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_started
 
 
 class _Window:
