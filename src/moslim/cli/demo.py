@@ -56,7 +56,6 @@ def print_summary(console, out: Path) -> None:
     from rich.table import Table
 
     from moslim.demo import read_stages
-    from moslim.evaluation.report import fmt, judge_label
 
     stages = Table(title=f"demo stages ({out})")
     for column in ("stage", "status", "wall time (s)"):
@@ -68,17 +67,6 @@ def print_summary(console, out: Path) -> None:
     metrics_path = out / "eval" / "metrics.json"
     if not metrics_path.exists():
         return
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    policies, judges = metrics["policies"], metrics.get("judges", {})
-    table = Table(title="controllability, independent judges (value [95% CI over prompts])")
-    for column in ("objective", "judge", "metric", "before RL", "after RL"):
-        table.add_column(column)
-    names = sorted({n for p in policies.values() for n in p["controllability"].get("judge", {})})
-    for name in names:
-        results = [policies.get(label, {}).get("controllability", {}).get("judge", {}).get(name)
-                   for label in ("base", "policy")]
-        judge = judge_label(judges, next(r["judge"] for r in results if r))
-        for metric in ("hit_rate", "mean_abs_error", "spearman", "slope"):
-            table.add_row(name, judge, metric, *(fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
-                                                 for r in results))
-    console.print(table)
+    from moslim.cli.evaluate import controllability_table
+
+    console.print(controllability_table(json.loads(metrics_path.read_text(encoding="utf-8"))))

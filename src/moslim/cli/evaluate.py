@@ -52,23 +52,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(metrics: dict) -> None:
-    """A rich table: per objective, hit rate and Spearman before / after RL (independent judges first)."""
     from rich.console import Console
+
+    Console().print(controllability_table(metrics, ("judge", "reward_model"), ("hit_rate", "spearman")))
+
+
+def controllability_table(metrics: dict, sources=("judge",),
+                          names=("hit_rate", "mean_abs_error", "spearman", "slope")):
+    """A rich table: per objective and metric, the value before and after RL (and the after's 95% CI)."""
     from rich.table import Table
 
     from moslim.evaluation.report import fmt, judge_label
 
     policies = metrics["policies"]
-    labels = [label for label in ("base", "policy") if label in policies]
-    table = Table(title="controllability (value [95% CI])")
-    for column in ("objective", "judged by", "metric", *("before RL" if lb == "base" else "after RL" for lb in labels)):
+    table = Table(title="controllability: requested vs achieved level (CI: bootstrap over prompts)")
+    for column in ("objective", "judged by", "metric"):
         table.add_column(column)
-    for source in ("judge", "reward_model"):
-        names = sorted({n for lb in labels for n in policies[lb]["controllability"].get(source, {})})
-        for name in names:
-            results = [policies[lb]["controllability"].get(source, {}).get(name) for lb in labels]
-            judge = judge_label(metrics.get("judges", {}), next(r["judge"] for r in results if r))
-            for metric in ("hit_rate", "spearman"):
-                table.add_row(name, judge, metric, *(fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
-                                                     for r in results))
-    Console().print(table)
+    for column in ("before RL", "after RL", "after RL 95% CI"):
+        table.add_column(column, no_wrap=True)
+    for source in sources:
+        judged = {n for p in policies.values() for n in p["controllability"].get(source, {})}
+        order = [o["name"] for o in metrics.get("settings", {}).get("objectives", [])] or sorted(judged)
+        for name in (n for n in order if n in judged):
+            before = policies.get("base", {}).get("controllability", {}).get(source, {}).get(name)
+            after = policies.get("policy", {}).get("controllability", {}).get(source, {}).get(name)
+            judge = judge_label(metrics.get("judges", {}), (after or before)["judge"])
+            for metric in names:
+                ci = fmt(after[metric]["value"], after[metric]["ci"]).partition(" ")[2] if after else ""
+                table.add_row(name, judge, metric, fmt(before[metric]["value"]) if before else "-",
+                              fmt(after[metric]["value"]) if after else "-", ci)
+    return table

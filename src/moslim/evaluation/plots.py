@@ -99,7 +99,14 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: Path) -
     for ax, key in zip(axes.flat, keys):
         points = [(row.get("step", i), row[key]) for i, row in enumerate(log_history)
                   if isinstance(row.get(key), int | float)]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color="tab:blue")
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(steps, values, marker=".", color="tab:blue", alpha=0.5 if len(points) >= 8 else 1.0)
+        if len(points) >= 8:  # per-step values of a few prompts are noisy: show the trend too
+            window = max(3, len(points) // 6)
+            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                      for i in range(len(values))]
+            ax.plot(steps, smooth, color="tab:red", label=f"mean of last {window}")
+            ax.legend(fontsize=7)
         ax.set(title=key, xlabel="step")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")

@@ -80,7 +80,8 @@ def pareto_table(policies: Mapping[str, Any], source: str) -> list[str]:
     return table(["pair", *(f"hypervolume, {plots.LABELS[label]}" for label in labels)], rows)
 
 
-def example_completions(generations: Mapping[str, list[dict[str, Any]]], max_chars: int = 500) -> list[str]:
+def example_completions(generations: Mapping[str, list[dict[str, Any]]], max_chars: int = 500,
+                        order: Sequence[str] = ()) -> list[str]:
     """For one prompt: each objective asked at its lowest and highest level, before and after RL."""
     rows = [r for rs in generations.values() for r in rs if r["sample"] == 0]
     if not rows:
@@ -94,7 +95,8 @@ def example_completions(generations: Mapping[str, list[dict[str, Any]]], max_cha
             (name, level), = targets.items()
             singles.setdefault(name, []).append((level, pref))
     lines = [f"Prompt `{prompt_id}`:", "", "> " + rows[0]["question"].replace("\n", "\n> "), ""]
-    for name, options in sorted(singles.items()):
+    rank = {name: i for i, name in enumerate(order)}
+    for name, options in sorted(singles.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])):
         contrast = [min(options)[1], max(options)[1]]
         for pref in dict.fromkeys(contrast):
             for label in ("base", "policy"):
@@ -213,7 +215,7 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
         if image:
             md += ["## Training curves", "", f"From `{rl_run}` ({len(history)} logged steps).", "",
                    f"![training curves]({image.name})", ""]
-    examples = example_completions(generations)
+    examples = example_completions(generations, order=[o["name"] for o in settings.get("objectives", [])])
     if examples:
         md += ["## Example completions", "", *examples]
     text = "\n".join(md) + "\n"
