@@ -81,3 +81,30 @@ def test_demo_names_the_stage_that_did_not_produce_its_output(tmp_path, tiny_dem
 
 def test_demo_rejects_an_unknown_stage_to_force(tiny_demo_config):
     assert main(["demo", "--config", tiny_demo_config, "--force", "rl_train"]) == 2
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml"])
+def test_demo_configs_load_and_every_stage_accepts_its_overrides(name):
+    from moslim.config import load_config
+    from moslim.demo import REPO_ROOT, DemoConfig
+    from moslim.evaluation.runner import EvalConfig
+    from moslim.policy.train import RLConfig
+    from moslim.reward.config import RewardTrainConfig
+
+    path = REPO_ROOT / "configs" / "demo" / name
+    assert path.read_text().startswith("# moslim demo")
+    cfg = load_config(DemoConfig, path)
+    for section, config_class in (("rm", RewardTrainConfig), ("judge", RewardTrainConfig), ("rl", RLConfig),
+                                  ("eval", EvalConfig)):
+        stage = getattr(cfg, section)
+        load_config(config_class, REPO_ROOT / stage.config, stage.overrides)  # unknown keys would raise
+
+
+def test_eval_config_names_its_command_and_ships_its_prompts():
+    from moslim.config import load_config
+    from moslim.demo import REPO_ROOT
+    from moslim.evaluation.runner import EvalConfig, resolve_path
+
+    path = REPO_ROOT / "configs" / "demo" / "eval.yaml"
+    assert path.read_text().startswith("# moslim eval --config configs/demo/eval.yaml")
+    assert resolve_path(load_config(EvalConfig, path).prompts).exists()
