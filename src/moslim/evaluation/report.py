@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,9 @@ def example_completions(generations: Mapping[str, list[dict[str, Any]]], max_cha
                                      if name in levels)
                 text = row["completion"].strip()
                 text = text if len(text) <= max_chars else text[:max_chars] + " [...]"
+                fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
                 lines += [f"**`{pref}`, {plots.LABELS.get(label, label)}** — judged {name} level: {verdicts}",
-                          "", "```text", text or "(empty)", "```", ""]
+                          "", f"{fence}text", text or "(empty)", fence, ""]
     return lines
 
 
@@ -246,7 +248,8 @@ def summary_markdown(policies: Mapping[str, Any], stages: Mapping[str, Any] | No
 def to_html(markdown: str, title: str) -> str:
     from markdown_it import MarkdownIt  # ships with rich
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    # html=False: prompts and completions are untrusted text, never raw HTML in the page
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
              "img{max-width:100%}pre{background:#f6f6f6;padding:8px;white-space:pre-wrap}")
