@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -155,6 +156,12 @@ def write_stages(out: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, out / "stages.json")
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (stages run in-process)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_demo(cfg: DemoConfig, force: str | None = None,
              announce: Callable[[int, str, str, bool], None] | None = None) -> dict[str, Any]:
     """Run the stages in order; return the ``stages.json`` record (also on failure, then re-raise).
@@ -183,7 +190,7 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
             entry["status"] = "reused"  # `seconds` keeps the time of the run that made it
             record["stages"][stage] = entry
             continue
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         try:
             commands[stage]()
         except BaseException as err:
@@ -191,7 +198,9 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
                                        "error": str(err) or type(err).__name__}
             write_stages(out, record)
             raise
-        record["stages"][stage] = {"status": "ran", "seconds": round(time.perf_counter() - start, 1)}
+        # CPU seconds next to wall time: on a shared machine the wall time says little on its own.
+        record["stages"][stage] = {"status": "ran", "seconds": round(time.perf_counter() - start, 1),
+                                   "cpu_seconds": round(_cpu_seconds() - cpu_start, 1)}
         write_stages(out, record)
         gc.collect()  # the stage's models are garbage now; free them before the next one loads
     record["total_seconds"] = round(sum(s.get("seconds") or 0 for s in record["stages"].values()), 1)

@@ -58,11 +58,11 @@ def print_summary(console, out: Path) -> None:
     from moslim.demo import read_stages
 
     stages = Table(title=f"demo stages ({out})")
-    for column in ("stage", "status", "wall time (s)"):
+    for column in ("stage", "status", "wall time (s)", "CPU time (s)"):
         stages.add_column(column)
     for name, info in read_stages(out).get("stages", {}).items():
-        seconds = info.get("seconds")
-        stages.add_row(name, info.get("status", ""), f"{seconds:.0f}" if seconds is not None else "-")
+        times = [f"{info[key]:.0f}" if info.get(key) is not None else "-" for key in ("seconds", "cpu_seconds")]
+        stages.add_row(name, info.get("status", ""), *times)
     console.print(stages)
     metrics_path = out / "eval" / "metrics.json"
     if not metrics_path.exists():

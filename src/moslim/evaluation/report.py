@@ -131,9 +131,11 @@ def judges_section(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def stages_table(stages: Mapping[str, Any]) -> list[str]:
-    rows = [[name, info.get("status", ""), f"{info['seconds']:.0f}" if info.get("seconds") is not None else "-"]
+    def seconds(info: Mapping[str, Any], key: str) -> str:
+        return f"{info[key]:.0f}" if info.get(key) is not None else "-"
+    rows = [[name, info.get("status", ""), seconds(info, "seconds"), seconds(info, "cpu_seconds")]
             for name, info in stages.items() if isinstance(info, Mapping)]
-    return table(["stage", "status", "wall time (s)"], rows) if rows else []
+    return table(["stage", "status", "wall time (s)", "CPU time (s)"], rows) if rows else []
 
 
 def compact_table(policies: Mapping[str, Any], source: str = "judge",
