@@ -114,3 +114,28 @@ def test_level_metrics_intervals_contain_the_hit_rate_bounds(pairs):
     assert set(out) == {"hit_rate", "mean_abs_error", "spearman", "slope"}
     low, high = out["hit_rate"]["ci"]
     assert 0.0 <= low <= high <= 1.0
+
+
+def test_paired_change_is_after_minus_before_with_a_paired_interval():
+    from moslim.evaluation.controllability import paired_change
+
+    # prompts a, b: before hits 1 of 2 per prompt, after hits both -> hit rate 0.5 -> 1.0
+    requested = [0, 1, 0, 1, 0, 1, 0, 1]
+    achieved = [0, 0, 0, 0, 0, 1, 0, 1]
+    after = [False, False, False, False, True, True, True, True]
+    groups = ["a", "a", "b", "b", "a", "a", "b", "b"]
+    value, (low, high) = paired_change(hit_rate, requested, achieved, after, groups, num_resamples=100)
+    assert value == pytest.approx(0.5)
+    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)  # every prompt improved by the same
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=2, max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_paired_change_of_identical_policies_is_zero(pairs):
+    from moslim.evaluation.controllability import paired_change
+
+    req, ach = (list(x) for x in zip(*pairs))
+    groups = [i // 2 for i in range(len(req))] * 2
+    value, (low, high) = paired_change(mean_abs_error, req + req, ach + ach, [False] * len(req) + [True] * len(req),
+                                       groups, num_resamples=30)
+    assert value == 0.0 and low == 0.0 and high == 0.0

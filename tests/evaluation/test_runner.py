@@ -106,3 +106,13 @@ def test_eval_reuses_generations_when_run_again(tmp_path, tiny_causal_lm_dir, ti
     monkeypatch.setattr("moslim.evaluation.runner.generate_rows", no_generation)
     run_evaluation(cfg, show_progress=False)
     assert (tmp_path / "eval" / "generations-policy.jsonl").read_text() == first
+
+
+def test_same_policy_before_and_after_shows_no_change(tiny_eval_run):
+    # base and "RL" policy are the same tiny Llama with the same seed: identical completions, so the
+    # paired change is exactly zero, interval included.
+    saved = json.loads((tiny_eval_run / "metrics.json").read_text())
+    change = saved["rl_change"]["judge"]["verbosity"]
+    for metric in ("hit_rate", "mean_abs_error"):
+        assert change[metric] == {"value": 0.0, "ci": [0.0, 0.0]}
+    assert "change (paired 95% CI)" in (tiny_eval_run / "report.md").read_text()

@@ -59,26 +59,24 @@ def print_summary(metrics: dict) -> None:
 
 def controllability_table(metrics: dict, sources=("judge",),
                           names=("hit_rate", "mean_abs_error", "spearman", "slope")):
-    """A rich table: per objective and metric, the value before and after RL (and the after's 95% CI)."""
+    """A rich table: per objective and metric, the value before and after RL and the paired change."""
     from rich.table import Table
 
-    from moslim.evaluation.report import fmt, judge_label
+    from moslim.evaluation.report import fmt, fmt_change, judge_label, objective_order
 
     policies = metrics["policies"]
-    table = Table(title="controllability: requested vs achieved level (CI: bootstrap over prompts)")
+    table = Table(title="controllability: requested vs achieved level (CI: paired bootstrap over prompts)")
     for column in ("objective", "judged by", "metric"):
         table.add_column(column)
-    for column in ("before RL", "after RL", "after RL 95% CI"):
+    for column in ("before RL", "after RL", "change [95% CI]"):
         table.add_column(column, no_wrap=True)
     for source in sources:
-        judged = {n for p in policies.values() for n in p["controllability"].get(source, {})}
-        order = [o["name"] for o in metrics.get("settings", {}).get("objectives", [])] or sorted(judged)
-        for name in (n for n in order if n in judged):
+        change = metrics.get("rl_change", {}).get(source, {})
+        for name in objective_order(metrics, source):
             before = policies.get("base", {}).get("controllability", {}).get(source, {}).get(name)
             after = policies.get("policy", {}).get("controllability", {}).get(source, {}).get(name)
             judge = judge_label(metrics.get("judges", {}), (after or before)["judge"])
             for metric in names:
-                ci = fmt(after[metric]["value"], after[metric]["ci"]).partition(" ")[2] if after else ""
-                table.add_row(name, judge, metric, fmt(before[metric]["value"]) if before else "-",
-                              fmt(after[metric]["value"]) if after else "-", ci)
+                table.add_row(name, judge, metric, *(fmt(r[metric]["value"]) if r else "-" for r in (before, after)),
+                              fmt_change(change.get(name, {}).get(metric)))
     return table

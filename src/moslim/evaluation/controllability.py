@@ -146,3 +146,25 @@ def level_metrics(
                                  num_resamples, confidence, seed)
         out[name] = {"value": fn(req, ach), "ci": [low, high]}
     return out
+
+
+def paired_change(
+    metric: Callable[[Levels, Levels], float], requested: Levels, achieved: Levels, after: Sequence[bool],
+    groups: Sequence[object], num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """``metric(after rows) - metric(before rows)`` and its paired bootstrap interval over ``groups``.
+
+    ``after[i]`` says whether row i is a completion of the new policy (else of the old one); both
+    answered the same prompts, so each resample draws prompts once and recomputes both sides on them.
+    """
+    req, ach = _pair(requested, achieved)
+    is_after = np.asarray(after, dtype=bool)
+    if is_after.shape != req.shape:
+        raise ValueError(f"after has {is_after.size} entries for {req.size} completions")
+
+    def change(rows: np.ndarray) -> float:
+        new, old = rows[is_after[rows]], rows[~is_after[rows]]
+        return metric(req[new], ach[new]) - metric(req[old], ach[old])
+
+    interval = bootstrap_ci(groups, change, num_resamples, confidence, seed)
+    return change(np.arange(req.size)), interval

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from moslim.evaluation.controllability import bootstrap_ci, level_metrics, mean_by_level
+from moslim.evaluation.controllability import (
+    METRICS,
+    bootstrap_ci,
+    level_metrics,
+    mean_by_level,
+    paired_change,
+)
 from moslim.evaluation.pareto import hypervolume_2d, pareto_front
 from moslim.objectives import ObjectiveSet
 from moslim.preferences import Preference
@@ -46,6 +52,33 @@ def controllability(
         entry["by_level"] = {str(k): v for k, v in mean_by_level(requested, achieved).items()}
         entry.update(level_metrics(requested, achieved, groups, num_resamples, confidence, seed))
         out[name] = entry
+    return out
+
+
+def rl_change(
+    base_rows: Sequence[Mapping[str, Any]], policy_rows: Sequence[Mapping[str, Any]], judge_of: Mapping[str, str],
+    num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per objective and metric: after RL minus before RL, with a *paired* bootstrap over prompts.
+
+    Both policies answered the same prompts, so each resample draws prompts once and recomputes both
+    metrics on them: the interval of the difference is narrower and more honest than comparing two
+    separate intervals. Returns ``{objective: {metric: {"value", "ci"}}}``.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, judge in judge_of.items():
+        rows = [(label, r) for label, rs in (("base", base_rows), ("policy", policy_rows)) for r in rs
+                if _single_target(r, name) is not None and name in r["levels"].get(judge, {})]
+        is_policy = np.array([label == "policy" for label, _ in rows])
+        if not rows or is_policy.all() or not is_policy.any():
+            continue
+        requested = [_single_target(r, name) for _, r in rows]
+        achieved = [r["levels"][judge][name] for _, r in rows]
+        groups = [r["prompt_id"] for _, r in rows]
+        out[name] = {}
+        for metric, fn in METRICS.items():
+            value, ci = paired_change(fn, requested, achieved, is_policy, groups, num_resamples, confidence, seed)
+            out[name][metric] = {"value": value, "ci": list(ci)}
     return out
 
 

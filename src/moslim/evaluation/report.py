@@ -49,21 +49,42 @@ def judge_label(judges: Mapping[str, Any], name: str) -> str:
     return f"{name} ({info['backbone']})" if info.get("backbone") else name
 
 
-def controllability_table(policies: Mapping[str, Any], source: str,
-                          judges: Mapping[str, Any] | None = None) -> list[str]:
-    """Rows: objective x metric; columns: before / after RL (value [95% CI])."""
+def objective_order(metrics: Mapping[str, Any], source: str) -> list[str]:
+    """The objectives some policy has figures for under ``source``, in the objective set's order."""
+    judged = {n for p in metrics["policies"].values() for n in p["controllability"].get(source, {})}
+    order = [o["name"] for o in metrics.get("settings", {}).get("objectives", [])] or sorted(judged)
+    return [n for n in order if n in judged]
+
+
+def fmt_change(entry: Mapping[str, Any] | None) -> str:
+    """``+0.25 [0.10, 0.40]`` for a paired after - before difference; ``-`` when there is none."""
+    if not entry or entry.get("value") is None or (isinstance(entry["value"], float) and math.isnan(entry["value"])):
+        return "-" if not entry else "n/a"
+    text = f"{entry['value']:+.2f}"
+    low, high = entry.get("ci") or (None, None)
+    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        text += f" [{low:+.2f}, {high:+.2f}]"
+    return text
+
+
+def controllability_table(metrics: Mapping[str, Any], source: str) -> list[str]:
+    """Rows: objective x metric; columns: before RL, after RL (value [95% CI]), the paired change."""
+    policies = metrics["policies"]
     labels = [label for label in ("base", "policy") if label in policies]
-    names = sorted({n for p in policies.values() for n in p["controllability"].get(source, {})})
+    change = metrics.get("rl_change", {}).get(source, {})
     rows = []
-    for name in names:
+    for name in objective_order(metrics, source):
         results = {label: policies[label]["controllability"].get(source, {}).get(name) for label in labels}
-        judge = judge_label(judges or {}, next((r["judge"] for r in results.values() if r), source))
+        judge = judge_label(metrics.get("judges", {}), next((r["judge"] for r in results.values() if r), source))
         for metric, title in METRIC_TITLES.items():
-            rows.append([name, judge, title] + [fmt(r[metric]["value"], r[metric]["ci"]) if r else "-"
-                                                for r in results.values()])
-    if not rows:
-        return []
-    return table(["objective", "judge", "metric"] + [plots.LABELS[label] for label in labels], rows)
+            cells = [fmt(r[metric]["value"], r[metric]["ci"]) if r else "-" for r in results.values()]
+            if change:
+                cells.append(fmt_change(change.get(name, {}).get(metric)))
+            rows.append([name, judge, title, *cells])
+    header = ["objective", "judge", "metric", *(plots.LABELS[label] for label in labels)]
+    if change:
+        header.append("change (paired 95% CI)")
+    return table(header, rows) if rows else []
 
 
 def pareto_table(policies: Mapping[str, Any], source: str) -> list[str]:
@@ -138,23 +159,24 @@ def stages_table(stages: Mapping[str, Any]) -> list[str]:
     return table(["stage", "status", "wall time (s)", "CPU time (s)"], rows) if rows else []
 
 
-def compact_table(policies: Mapping[str, Any], source: str = "judge",
-                  judges: Mapping[str, Any] | None = None) -> list[str]:
-    """One row per objective: each metric before -> after RL (the README's table)."""
-    names = sorted({n for p in policies.values() for n in p["controllability"].get(source, {})})
+def compact_table(metrics: Mapping[str, Any], source: str = "judge") -> list[str]:
+    """One row per objective: each metric before -> after RL, with the paired change (the README's table)."""
+    policies, change = metrics["policies"], metrics.get("rl_change", {}).get(source, {})
     rows = []
-    for name in names:
+    for name in objective_order(metrics, source):
         before = policies.get("base", {}).get("controllability", {}).get(source, {}).get(name)
         after = policies.get("policy", {}).get("controllability", {}).get(source, {}).get(name)
-        judge = judge_label(judges or {}, (after or before)["judge"])
+        judge = judge_label(metrics.get("judges", {}), (after or before)["judge"])
         cells = []
         for metric in METRIC_TITLES:
-            was = fmt(before[metric]["value"]) if before else "-"
-            now = fmt(after[metric]["value"], after[metric]["ci"]) if after else "-"
-            cells.append(f"{was} → {now}")
+            was, now = (fmt(r[metric]["value"]) if r else "-" for r in (before, after))
+            cell = f"{was} → {now}"
+            if name in change:
+                cell += f" ({fmt_change(change[name].get(metric))})"
+            cells.append(cell)
         rows.append([name, judge, *cells])
-    return table(["objective", "judge", *(f"{t} (before → after RL [95% CI])" for t in METRIC_TITLES.values())],
-                 rows) if rows else []
+    header = ["objective", "judge", *(f"{t}: before → after RL (change [95% CI])" for t in METRIC_TITLES.values())]
+    return table(header, rows) if rows else []
 
 
 def find_log_history(run: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -203,7 +225,7 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
         if not any(p["controllability"].get(source) for p in policies.values()):
             continue
         md += [f"## Controllability, judged by {SOURCE_TITLES[source]}", "",
-               *controllability_table(policies, source, metrics.get("judges")), ""]
+               *controllability_table(metrics, source), ""]
         image = plots.plot_controllability(policies, source, out / f"controllability-{source}.png")
         if image:
             md += [f"![requested vs achieved level ({source})]({image.name})", ""]
@@ -223,22 +245,21 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
     if examples:
         md += ["## Example completions", "", *examples]
     text = "\n".join(md) + "\n"
-    _write(out / "summary.md", summary_markdown(policies, stages, out, metrics.get("judges")))
+    _write(out / "summary.md", summary_markdown(metrics, stages, out))
     _write(out / "report.md", text)
     _write(out / "report.html", to_html(text, title))
     log.info("report written to %s", out / "report.md")
     return out / "report.md"
 
 
-def summary_markdown(policies: Mapping[str, Any], stages: Mapping[str, Any] | None, out: Path,
-                     judges: Mapping[str, Any] | None = None) -> str:
+def summary_markdown(metrics: Mapping[str, Any], stages: Mapping[str, Any] | None, out: Path) -> str:
     """The few tables and plots a README shows: stage times, controllability before -> after RL."""
     md = []
     if stages:
         total = sum(s.get("seconds") or 0 for s in stages.values() if isinstance(s, Mapping))
         md += [f"Stage wall times (total {total:.0f} s):", "", *stages_table(stages), ""]
-    md += ["Controllability, judged by the independent judges:", "", *compact_table(policies, "judge", judges), ""]
-    hv = pareto_table(policies, "judge")
+    md += ["Controllability, judged by the independent judges:", "", *compact_table(metrics, "judge"), ""]
+    hv = pareto_table(metrics["policies"], "judge")
     if hv:
         md += ["Pareto fronts (hypervolume of the achieved mean levels, scaled 0-1, reference (0, 0)):", "", *hv, ""]
     for image in ("controllability-judge.png", "pareto-judge.png", "training-curves.png"):

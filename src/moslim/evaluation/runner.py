@@ -21,7 +21,7 @@ from typing import Any
 
 from moslim.data.schema import PromptRecord, prompt_text
 from moslim.evaluation.judges import Judge, independent_judge_for
-from moslim.evaluation.metrics import clean_nans, controllability, pair_pareto
+from moslim.evaluation.metrics import clean_nans, controllability, pair_pareto, rl_change
 from moslim.objectives import ObjectiveSet
 from moslim.preferences import Preference, pair_grid, single_objective_grid
 
@@ -208,7 +208,12 @@ def summarise(rows_by_policy: dict[str, list[dict[str, Any]]], objectives: Objec
                 if (result := pair_pareto(rows, objectives, (a, b), judge_of, cfg.num_resamples,
                                           cfg.confidence, cfg.seed)) is not None}
         out[label] = entry
-    return {"sources": sources, "policies": out}
+    change = {}
+    if "base" in rows_by_policy and "policy" in rows_by_policy:
+        change = {source: rl_change(rows_by_policy["base"], rows_by_policy["policy"], judge_of,
+                                    cfg.num_resamples, cfg.confidence, cfg.seed)
+                  for source, judge_of in sources.items()}
+    return {"sources": sources, "policies": out, "rl_change": change}
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
