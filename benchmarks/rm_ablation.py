@@ -2,7 +2,7 @@
 
     nice -n 5 .venv/bin/python benchmarks/rm_ablation.py [--out runs/ablation] [--variants minilm smollm2-8l]
 
-Each variant is `configs/demo/rm.yaml` plus overrides (same 640 training examples, 128 tokens, 40 steps of
+Each variant is `configs/demo/rm.yaml` plus backbone overrides (same 640 training examples, 128 tokens, 40 steps of
 16, same held-out 300 examples and 200 pairs). Prints per-head held-out accuracy, within-one accuracy,
 macro-F1, pairwise accuracy on the held-out HH-RLHF harmless pairs, and training time; writes
 `<out>/ablation.json`. `smollm2-full` also measures full-depth SmolLM2 (its s/step, over `--full-steps`).
@@ -20,11 +20,13 @@ from moslim.config import load_config
 from moslim.reward.config import RewardTrainConfig
 from moslim.reward.train import RUN_FILE, train_reward_model
 
+# Each variant names its backbone settings in full, so the base config only fixes data and schedule.
 VARIANTS = {
-    "minilm": [],
+    "minilm": ["model.backbone=all-minilm-l6-v2", "model.pooling=mean", "model.max_layers=null", "train.lr=1.0e-4"],
     "smollm2-8l": ["model.backbone=smollm2-135m-instruct", "model.pooling=last", "model.max_layers=8",
                    "train.lr=5.0e-5"],
-    "smollm2-full": ["model.backbone=smollm2-135m-instruct", "model.pooling=last", "train.lr=5.0e-5"],
+    "smollm2-full": ["model.backbone=smollm2-135m-instruct", "model.pooling=last", "model.max_layers=null",
+                     "train.lr=5.0e-5"],
 }
 
 
