@@ -146,7 +146,7 @@ def _cache_key(**parts: Any) -> str:
 def _fingerprint(folder: str) -> list[tuple[str, int, int]]:
     """Name, size and mtime of a local model folder's files: a retrained policy invalidates the cache."""
     path = Path(folder)
-    if not path.is_dir():
+    if not folder or not path.is_dir():
         return []
     return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
 
@@ -170,7 +170,8 @@ def evaluate_policy(label: str, policy: str, records, prefs, objectives, judges,
     key_path = out / f"generations-{label}.key"
     key = _cache_key(policy=str(policy), weights=_fingerprint(policy), prompts=[r.id for r in records],
                      prefs=[p.to_string() for p in prefs], gen=asdict(cfg.generation),
-                     template=cfg.template, judges=[j.describe() for j in judges])
+                     template=cfg.template,
+                     judges=[(j.describe(), _fingerprint(getattr(j, "path", ""))) for j in judges])
     if path.exists() and key_path.exists() and key_path.read_text().strip() == key:
         log.info("%s: reusing %s", label, path)
         return read_jsonl(path)
