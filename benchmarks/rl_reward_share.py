@@ -10,8 +10,10 @@ the other in this process:
   D  moslim's training path, rollout=auto (the fast CPU rollout on CPU)
 learning_rate is 0 so the policy, and hence what it samples, stays the same across steps and
 variants (each variant starts from the same seed). The first step of each variant is a warm-up and
-is not counted. Without --rm the reward model is a fresh MultiHeadRewardModel on all-MiniLM-L6-v2
-(random heads cost the same as trained ones). Prints medians and the ratios; writes a JSON too.
+is not counted. A letter may repeat (--variants ABDDBA): its measured steps are pooled, and an
+A-B-B-A order cancels a load that drifts linearly while the benchmark runs. Without --rm the reward
+model is a fresh MultiHeadRewardModel on all-MiniLM-L6-v2 (random heads cost the same as trained ones).
+Prints medians and the ratios; writes a JSON too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -82,8 +83,11 @@ def run_ours(a, policy: str, rm: Path, rollout: str, out: Path) -> list[dict]:
     return trainer.state.log_history
 
 
-def summarise(history: list[dict]) -> dict:
-    steps = [h for h in history if "time/step" in h][1:]  # first step: warm-up
+def measured_steps(history: list[dict]) -> list[dict]:
+    return [h for h in history if "time/step" in h][1:]  # first step: warm-up
+
+
+def summarise(steps: list[dict]) -> dict:
     return {key: statistics.median(h[f"time/{key}"] for h in steps)
             for key in ("step", "generation", "reward", "update")} | {
         "mean_length": statistics.mean(h["completions/mean_length"] for h in steps), "n": len(steps)}
@@ -109,15 +113,17 @@ def main() -> None:
             "B": ("bare TRL + MOSLIM reward", lambda o: run_bare(a, policy, rm, "moslim", o)),
             "C": ("moslim path, rollout=trl", lambda o: run_ours(a, policy, rm, "trl", o)),
             "D": ("moslim path, rollout=auto", lambda o: run_ours(a, policy, rm, "auto", o))}
-    results = {}
-    for key in a.variants:
+    pooled: dict[str, list[dict]] = {}
+    for i, key in enumerate(a.variants):
         name, fn = runs[key]
-        start = time.perf_counter()
-        results[key] = summarise(fn(work / key)) | {"name": name, "wall_s": time.perf_counter() - start}
-        r = results[key]
+        steps = measured_steps(fn(work / f"{i}{key}"))
+        pooled.setdefault(key, []).extend(steps)
+        r = summarise(steps)
         print(f"{key} {name:28s} step {r['step']:6.2f} s  generation {r['generation']:6.2f}  reward "
               f"{r['reward']:5.2f}  update {r['update']:6.2f}  mean length {r['mean_length']:5.1f}", flush=True)
-    print(f"\n{a.prompts} prompts x {a.generations} generations x {a.tokens} tokens, medians of {a.steps} steps")
+    results = {key: summarise(steps) | {"name": runs[key][0]} for key, steps in pooled.items()}
+    print(f"\n{a.prompts} prompts x {a.generations} generations x {a.tokens} tokens; medians over each "
+          f"variant's measured steps: " + ", ".join(f"{k} {v['step']:.2f} s (n={v['n']})" for k, v in results.items()))
     ratios = {}
     if {"A", "B"} <= results.keys():
         ratios["B/A (MOSLIM reward vs trivial reward, step time)"] = results["B"]["step"] / results["A"]["step"]
