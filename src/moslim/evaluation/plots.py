@@ -17,9 +17,11 @@ STYLES = {"base": dict(color="tab:gray", marker="o", linestyle="--"),
           "policy": dict(color="tab:blue", marker="s", linestyle="-")}
 
 
-def plot_controllability(policies: Mapping[str, Any], source: str, path: Path) -> Path | None:
-    """Requested vs mean achieved level per objective, one panel each, a line per policy."""
-    objectives = sorted({name for p in policies.values() for name in p["controllability"].get(source, {})})
+def plot_controllability(policies: Mapping[str, Any], source: str, path: Path,
+                         order: Sequence[str] = ()) -> Path | None:
+    """Requested vs mean achieved level per objective, one panel each (in ``order``), a line per policy."""
+    judged = {name for p in policies.values() for name in p["controllability"].get(source, {})}
+    objectives = [n for n in order if n in judged] + sorted(judged - set(order))
     if not objectives:
         return None
     fig, axes = plt.subplots(1, len(objectives), figsize=(4 * len(objectives), 3.6), squeeze=False)

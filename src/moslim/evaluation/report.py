@@ -226,7 +226,8 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
             continue
         md += [f"## Controllability, judged by {SOURCE_TITLES[source]}", "",
                *controllability_table(metrics, source), ""]
-        image = plots.plot_controllability(policies, source, out / f"controllability-{source}.png")
+        image = plots.plot_controllability(policies, source, out / f"controllability-{source}.png",
+                                           order=objective_order(metrics, source))
         if image:
             md += [f"![requested vs achieved level ({source})]({image.name})", ""]
         hv = pareto_table(policies, source)
