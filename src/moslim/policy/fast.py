@@ -68,7 +68,8 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     generation path returns it), or after ``max_new_tokens``. ``logprobs[i][j]`` is the log-probability
     of token j under ``softmax(logits / temperature)``, unfiltered (what TRL's update recomputes).
     Identical prompts are prefilled once. ``dtype`` is the decoding dtype (default: bfloat16 where the
-    CPU runs it natively); ``generator`` seeds the draws. Runs on the model's device, in eval mode.
+    CPU runs it natively); ``generator`` seeds the draws (on the model's device, where decoding runs;
+    tested on CPU). The model is put in eval mode for the call.
     """
     check_sampling(temperature, top_p, top_k)
     if max_new_tokens < 1:
@@ -78,7 +79,9 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     eos = torch.tensor(list(eos_token_ids) if eos_token_ids is not None else default_eos_ids(model, tokenizer))
     distinct: dict[tuple[int, ...], int] = {}
     rows = torch.tensor([distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids])
-    ids, mask = _left_pad(list(distinct), pad_id=0)
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in _left_pad(list(distinct), pad_id=0))
+    rows, eos = rows.to(device), eos.to(device)
     capacity = ids.size(1) + max_new_tokens
     was_training = model.training
     model.eval()
@@ -117,7 +120,7 @@ def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tens
             break
         if len(going) < COMPACT_BELOW * len(decoded):  # finished rows would keep costing compute
             keep = [i for i, row in enumerate(decoded) if row in going]
-            decoder.keep(torch.tensor(keep))
+            decoder.keep(torch.tensor(keep, device=tokens.device))
             decoded = [decoded[i] for i in keep]
             tokens = tokens[keep]
         logits = decoder.step(tokens)

@@ -122,7 +122,7 @@ class StaticDecoder:
         return att.view(n, h, 1, e)
 
     def _cos_sin(self, positions):
-        dummy = torch.empty(0, dtype=self.dtype)
+        dummy = torch.empty(0, dtype=self.dtype, device=positions.device)
         cos, sin = self.rotary(dummy, positions)  # (n, s, e) each, in self.dtype
         return cos[:, None], sin[:, None]  # (n, 1, s, e): broadcast over heads
 
@@ -135,10 +135,12 @@ class StaticDecoder:
         b = rows.numel()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (u, p)
         cos, sin = self._cos_sin(positions)
-        causal = torch.ones(p, p, dtype=torch.bool).tril()
+        device = ids.device
+        causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
         # a padding query attends to itself only, so no row of the softmax is empty (NaN would leak)
-        attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool)
-        self.cache = torch.zeros(len(self.layers), 2, b, self.kv_heads, capacity, self.head_dim, dtype=self.dtype)
+        attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool, device=device)
+        self.cache = torch.zeros(len(self.layers), 2, b, self.kv_heads, capacity, self.head_dim, dtype=self.dtype,
+                                 device=device)
 
         def write(layer, k, v):
             self.cache[layer, 0, :, :, :p] = k[rows]
@@ -147,7 +149,7 @@ class StaticDecoder:
 
         hidden = self._forward(self.embed[ids], cos, sin, attn[:, None], write)
         self.length = p
-        self.valid = torch.zeros(b, capacity, dtype=torch.bool)  # which cache columns hold real tokens
+        self.valid = torch.zeros(b, capacity, dtype=torch.bool, device=device)  # which cache columns hold real tokens
         self.valid[:, :p] = mask.bool()[rows]
         self.positions = positions[rows, -1]  # (b,) position of each row's last token
         return F.linear(hidden[:, -1], self.lm_head)[rows]
