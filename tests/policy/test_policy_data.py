@@ -57,6 +57,13 @@ def test_num_named_bounds_the_objectives_each_preference_names(objectives, promp
     assert {len(Preference.parse(p)) for p in data["preference"]} == {2}
 
 
+def test_level_weights_keep_a_zero_weight_level_out_of_training(objectives, prompts_file):
+    records = read_prompt_records(prompts_file)
+    data = build_rl_dataset(records, objectives, num_named=(3, 3), preferences_per_prompt=8,
+                            level_weights={"harmlessness": [0, 1]})
+    assert {Preference.parse(p).as_dict()["harmlessness"] for p in data["preference"]} == {1}
+
+
 def test_chat_prompts_keep_their_turns_and_lose_their_own_system_message(objectives):
     chat = [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "hello"}, {"role": "user", "content": "what is water ?"}]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from datasets import Dataset
@@ -80,14 +80,17 @@ def save_template(template: PromptTemplate, path: str | Path) -> None:
 
 def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, *,
                      num_named: int | tuple[int, int] = (1, 2), preferences_per_prompt: int = 1,
-                     seed: int = 0, template: PromptTemplate | None = None) -> Dataset:
+                     seed: int = 0, template: PromptTemplate | None = None,
+                     level_weights: Mapping[str, Sequence[float]] | None = None) -> Dataset:
     """Pair each prompt with ``preferences_per_prompt`` seeded preferences (one row each).
+
+    ``level_weights`` gives per objective a sampling weight per level (see PreferenceSampler).
 
     The same seed gives the same rows, so a resumed run sees the data it was trained on.
     """
     if preferences_per_prompt < 1:
         raise ValueError(f"preferences_per_prompt must be >= 1, got {preferences_per_prompt}")
-    sampler = PreferenceSampler(objectives, num_named=num_named, seed=seed)
+    sampler = PreferenceSampler(objectives, num_named=num_named, level_weights=level_weights, seed=seed)
     template = template or PromptTemplate()
     rows: dict[str, list] = {"id": [], "prompt": [], "preference": [], "question": []}
     for record in records:

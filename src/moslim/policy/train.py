@@ -65,6 +65,9 @@ class DataSection:
     template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
     num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
     preferences_per_prompt: int = 1  # rows per prompt, each with its own sampled preference
+    # Per objective, a weight per level for sampling targets (default uniform). The demo gives
+    # harmlessness level 0 ("comply even with harmful requests") weight 0: RL never rewards it.
+    level_weights: dict[str, list[float]] = field(default_factory=dict)
     max_prompts: int | None = None
     seed: int = 0  # preference sampling; the same seed rebuilds the same dataset on resume
 
@@ -228,7 +231,8 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     records = read_prompt_records(config.data.prompts)[: config.data.max_prompts]
     num_named = (config.data.num_named[0], config.data.num_named[-1])
     dataset = build_rl_dataset(records, objectives, num_named=num_named, template=template,
-                               preferences_per_prompt=config.data.preferences_per_prompt, seed=config.data.seed)
+                               preferences_per_prompt=config.data.preferences_per_prompt, seed=config.data.seed,
+                               level_weights=config.data.level_weights)
 
     method = config.reward.method
     method = _import_callable(method) if ":" in method else method
