@@ -68,15 +68,20 @@ def test_smollm2_conversion_killed_half_way_leaves_nothing_and_reruns(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-c", code], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = tmp_path / "models"
+    target = root / "smollm2-135m-instruct"
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill once the temp folder has started receiving weights
-        temps = list(root.glob(".smollm2-135m-instruct.*/model.safetensors")) if root.exists() else []
+    temps: list = []
+    while time.time() < deadline and proc.poll() is None:  # kill while the temp folder is being filled
+        temps = list(root.glob(".smollm2-135m-instruct.*")) if root.exists() else []
         if temps:
+            time.sleep(0.5)  # let it get some way into loading / writing
             break
         time.sleep(0.05)
+    finished_first = target.exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert temps, "conversion never started writing"
+    assert temps, "conversion never created its temporary folder"
+    assert not finished_first, "conversion finished before it could be killed"
     assert not (root / "smollm2-135m-instruct").exists()
 
     monkeypatch.setenv("MOSLIM_CACHE", str(tmp_path))

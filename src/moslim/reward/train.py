@@ -280,7 +280,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
         results = evaluate_reward_model(scorer, eval_examples or None, pairs, out / "eval")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": total,
-               "train_examples": len(train_encoded), "train_seconds": round(state["train_seconds"], 1),
+               "train_examples": len(train_encoded), "train_seconds": round(state["train_seconds"], 3),
                # CPU seconds of this process (all threads): on a shared machine, wall time says little
                "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 1), "threads": torch.get_num_threads(),
                "history": state["history"], "metrics": _summary_metrics(results), "config": to_dict(config)}
