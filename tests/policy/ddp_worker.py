@@ -25,9 +25,19 @@ def main(config_path: str, out_dir: str) -> None:
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     state.pop("lm_head.weight", None)  # tied to the embeddings: saved once
     save_file(state, str(Path(out_dir) / f"rank{rank}.safetensors"))
-    json.dump({"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step},
-              open(Path(out_dir) / f"rank{rank}.json", "w"))
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(
+        {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step}))
+    # Tear the gloo group down explicitly: left to interpreter exit, its threads were seen to abort
+    # a rank ("terminate called without an active exception") after all the work was done.
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:3])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip C++ static destructors of the distributed runtime (the same abort, at exit)
