@@ -230,3 +230,33 @@ def test_fast_logprobs_equal_a_plain_forward_and_trls_path_with_the_same_gradien
     assert torch.allclose(entropies[valid], trl_entropies[valid], atol=1e-5)
     for fast_grad, plain_grad, trl_grad in zip(grads, plain_grads, trl_grads):
         assert torch.allclose(fast_grad, plain_grad, atol=1e-6) and torch.allclose(fast_grad, trl_grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_logprobs_equal_cross_entropy_with_its_gradient_and_entropy(monkeypatch, dtype, temperature):
+    monkeypatch.setattr(fast, "ENTROPY_ROWS", 3)  # several chunks, the last one partial
+    g = torch.Generator().manual_seed(2)
+    logits = (torch.randn(10, 37, generator=g) * 3).to(dtype)
+    targets = torch.randint(0, 37, (10,), generator=g)
+    targets[[2, 9]] = -100  # ignored rows: log-prob 0, no gradient
+    weights = torch.randn(10, generator=g)
+
+    mine = logits.clone().requires_grad_()
+    logps, entropies = fast.TokenLogprobs.apply(mine, targets, temperature, True)
+    (logps * weights).sum().backward()
+
+    plain = logits.clone().requires_grad_()
+    scaled = plain.float() / temperature
+    expected = -torch.nn.functional.cross_entropy(scaled, targets, reduction="none")
+    (expected * weights).sum().backward()
+    log_p = scaled.detach().log_softmax(-1)
+
+    assert logps.dtype == torch.float32 and mine.grad.dtype == dtype
+    assert torch.allclose(logps, expected.detach(), atol=1e-5)
+    assert torch.equal(logps[[2, 9]], torch.zeros(2))
+    assert torch.allclose(entropies, -(log_p.exp() * log_p).sum(-1), atol=1e-5)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-2  # bf16: the gradient is rounded to bf16 as autograd's is
+    assert torch.allclose(mine.grad.float(), plain.grad.float(), atol=tolerance)
+    assert not mine.grad[[2, 9]].any()
+    assert not entropies.requires_grad

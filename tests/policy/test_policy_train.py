@@ -117,6 +117,12 @@ def test_unknown_trl_option_is_reported(tmp_path):
         trl_args("grpo", tmp_path, {"not_an_option": 1})
 
 
+def test_activation_checkpointing_is_off_on_cpu_unless_asked_for(tmp_path):
+    assert trl_args("grpo", tmp_path, {"use_cpu": True}).gradient_checkpointing is False
+    assert trl_args("rloo", tmp_path, {"use_cpu": True}).gradient_checkpointing is False
+    assert trl_args("grpo", tmp_path, {"use_cpu": True, "gradient_checkpointing": True}).gradient_checkpointing
+
+
 def test_fast_rollout_with_rloo_is_rejected_before_any_model_loads():
     config = from_dict(RLConfig, {"train": {"algorithm": "rloo", "rollout": "fast"}})
     with pytest.raises(ValueError, match="GRPO only"):
