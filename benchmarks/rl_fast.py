@@ -8,8 +8,9 @@ one RL step (generation: per decode step the larger of bytes moved / bandwidth a
 update: forward + backward ~ 3x forward FLOPs / peak; reward: 0). Then runs real ``GRPOTrainer``
 steps (SmolLM2-135M-Instruct, full fine-tuning, fp32 weights with bf16 autocast, a trivial Python
 reward) with TRL's own generation and log-probs, and with ``moslim.policy.fast``, splitting each step
-into generation / reward / update with the trainer's ``StepTimer``. Prints a table and ratios, and
-writes them to ``runs/bench/rl_fast.json``.
+into generation / reward / update with the trainer's ``StepTimer``. Both paths run at the same settings,
+activation checkpointing off (moslim's default on CPU); stock TRL is timed once more with TRL's own
+defaults (checkpointing on). Prints a table and ratios, and writes them to ``runs/bench/rl_fast.json``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def word_reward(completions, **_):
     return [-abs(len(c[0]["content"].split()) - 40) / 40 for c in completions]
 
 
-def run_trainer(path: Path, rollout: str, args: argparse.Namespace, out_dir: Path) -> dict:
+def run_trainer(path: Path, rollout: str, args: argparse.Namespace, out_dir: Path, checkpointing: bool) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -105,12 +106,14 @@ def run_trainer(path: Path, rollout: str, args: argparse.Namespace, out_dir: Pat
     from moslim.policy.train import StepTimer
 
     steps = args.warmup + (args.stock_steps if rollout == "trl" else args.steps)
+    name = f"{rollout}-checkpointing" if checkpointing else rollout
     rows = args.prompts * args.generations
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]})
-    config = GRPOConfig(output_dir=str(out_dir / rollout), per_device_train_batch_size=rows,
+    config = GRPOConfig(output_dir=str(out_dir / name), per_device_train_batch_size=rows,
                         num_generations=args.generations, max_completion_length=args.tokens, max_steps=steps,
                         learning_rate=1e-6, bf16=True, use_cpu=True, report_to="none", save_strategy="no",
-                        logging_steps=1, seed=0, disable_tqdm=True, temperature=1.0)
+                        logging_steps=1, seed=0, disable_tqdm=True, temperature=1.0,
+                        gradient_checkpointing=checkpointing)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     trainer = GRPOTrainer(model=model, reward_funcs=[word_reward], args=config, train_dataset=dataset,
@@ -140,9 +143,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=1, help="steps run first and not timed, per path")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps of our path")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="steps run first and not timed, per path (the first two allocate optimizer state, caches)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of our path")
     parser.add_argument("--stock-steps", type=int, default=2, help="timed steps of stock TRL (0: skip it)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="activation checkpointing for both paths (TRL's default; moslim turns it off on CPU)")
+    parser.add_argument("--trl-defaults", type=int, default=1,
+                        help="1: also time stock TRL with its own defaults (activation checkpointing on)")
     parser.add_argument("--out", default="runs/bench/rl_fast.json")
     args = parser.parse_args()
 
@@ -162,9 +170,12 @@ def main() -> None:
     bound = step_bound(config, num_params, prompt_length(path), rows, args.prompts, args.tokens,
                        roof["bf16_tflops"] * 1e12, roof["bandwidth_gbs"] * 1e9)
     bound["tokens_per_s"] = rows * args.tokens / bound["generation"]
-    results = {"fast": run_trainer(path, "fast", args, out.parent)}
+    checkpointing = args.gradient_checkpointing
+    results = {"fast": run_trainer(path, "fast", args, out.parent, checkpointing)}
     if args.stock_steps:
-        results["trl"] = run_trainer(path, "trl", args, out.parent)
+        results["trl"] = run_trainer(path, "trl", args, out.parent, checkpointing)
+        if args.trl_defaults and not checkpointing:
+            results["trl_defaults"] = run_trainer(path, "trl", args, out.parent, True)
     results["bound"] = bound
     report = {"settings": vars(args), "threads": torch.get_num_threads(), "roofline": roof, "results": results,
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg()}
@@ -182,8 +193,9 @@ def print_table(report: dict, args) -> None:
                         f"{roof['bandwidth_gbs']:.1f} GB/s, {report['threads']} threads)")
     for column in ("path", "step s", "generation s", "reward s", "update s", "gen tokens/s"):
         table.add_column(column, justify="right")
-    names = {"trl": "stock TRL", "fast": "moslim fast", "bound": "roofline bound"}
-    for key in ("trl", "fast", "bound"):
+    names = {"trl_defaults": "stock TRL, TRL's defaults", "trl": "stock TRL", "fast": "moslim fast",
+             "bound": "roofline bound"}
+    for key in ("trl_defaults", "trl", "fast", "bound"):
         if key in results:
             r = results[key]
             table.add_row(names[key], *(f"{r[k]:.2f}" for k in ("step", "generation", "reward", "update")),
@@ -193,7 +205,11 @@ def print_table(report: dict, args) -> None:
     if "trl" in results:
         trl = results["trl"]
         print(f"speed-up over stock TRL: step {trl['step'] / fast['step']:.1f}x, generation "
-              f"{trl['generation'] / fast['generation']:.1f}x, update {trl['update'] / fast['update']:.1f}x")
+              f"{trl['generation'] / fast['generation']:.1f}x, update {trl['update'] / fast['update']:.1f}x "
+              f"(same settings)")
+    if "trl_defaults" in results:
+        print(f"speed-up over stock TRL with TRL's defaults (activation checkpointing): step "
+              f"{results['trl_defaults']['step'] / fast['step']:.1f}x")
     print(f"ours / bound: step {fast['step'] / bound['step']:.1f}x, generation "
           f"{fast['generation'] / bound['generation']:.1f}x, update {fast['update'] / bound['update']:.1f}x")
 

@@ -232,6 +232,40 @@ def test_fast_logprobs_equal_a_plain_forward_and_trls_path_with_the_same_gradien
         assert torch.allclose(fast_grad, plain_grad, atol=1e-6) and torch.allclose(fast_grad, trl_grad, atol=1e-6)
 
 
+def test_groups_sharing_a_prompt_score_like_a_plain_forward_with_the_same_gradients(tiny_causal_lm_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32)
+    g = torch.Generator().manual_seed(7)
+    p, n = 6, 5
+    prompts = torch.randint(6, 90, (3, p), generator=g)
+    input_ids = torch.cat([prompts.repeat_interleave(3, dim=0), torch.randint(6, 90, (9, n), generator=g)], dim=1)
+    input_ids[8, :p] = input_ids[0, :p]  # a group member away from its group
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[3:6, :2] = 0  # a left-padded prompt
+    attention_mask[[1, 4], -2:] = 0  # completions shorter than the others
+    calls = []
+    model.model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
+                                      with_kwargs=True)
+
+    def run(fn):
+        model.zero_grad()
+        logps = fn()
+        (logps * attention_mask[:, -n:]).sum().backward()
+        return logps.detach(), [p.grad.clone() for p in model.parameters()]
+
+    shared, shared_grads = run(lambda: completion_logprobs(model, input_ids, attention_mask, n)[0])
+    assert calls == [(3, p), (9, n)]  # the three distinct prompts once, then every completion
+
+    def plain():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -n - 1:-1]
+        return logits.log_softmax(-1).gather(-1, input_ids[:, -n:, None])[..., 0] * attention_mask[:, -n:]
+
+    expected, expected_grads = run(plain)
+    valid = attention_mask[:, -n:].bool()
+    assert torch.allclose(shared[valid], expected[valid], atol=1e-5)
+    for mine, theirs in zip(shared_grads, expected_grads):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_token_logprobs_equal_cross_entropy_with_its_gradient_and_entropy(monkeypatch, dtype, temperature):
