@@ -6,10 +6,10 @@
   Usable on its own (evaluation, ``moslim generate``) or through TRL.
 - ``make_rollout_func``: the ``GRPOTrainer(rollout_func=...)`` that calls it with the trainer's current
   weights. Everything else (losses, logging, accelerate, checkpoints) stays TRL's.
-- ``enable_fast_logprobs``: the update's per-token log-probs from one plain forward that projects only
-  the completion positions (a fused cross-entropy), instead of TRL's chunked CPU path that projects
-  every position; eager attention instead of SDPA's slow CPU kernel. Same numbers as a plain forward,
-  gradients intact.
+- ``enable_fast_logprobs``: the update's per-token log-probs through ``completion_logprobs``: each
+  distinct prompt of a GRPO group runs once, the head projects only the completion positions, and a
+  chunked log-softmax (``TokenLogprobs``) replaces TRL's CPU path; eager attention instead of SDPA's
+  slow CPU kernel. Same numbers as a plain forward, gradients intact.
 - ``use_fast_path``: "auto" picks all this on CPU and TRL's own path (vLLM, CUDA kernels) elsewhere.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from moslim.policy.fast_decode import HFDecoder, StaticDecoder, static_support
+from moslim.policy.fast_decode import HFDecoder, StaticDecoder, cache_argument, static_support
 from moslim.policy.fast_sampling import check_sampling, sample_next
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def completion_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
     first = [rows.index(group) for group in range(len(groups))]
     cache = DynamicCache(config=model.config)
-    cache_arg = _cache_argument(backbone)
+    cache_arg = cache_argument(backbone)
     prompt = backbone(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p], use_cache=True,
                       **{cache_arg: cache}).last_hidden_state  # (u, p, d)
     index = torch.tensor(rows, device=input_ids.device)
@@ -271,13 +271,6 @@ def completion_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     rest = backbone(input_ids=input_ids[:, p:], attention_mask=attention_mask, use_cache=True,
                     **{cache_arg: cache}).last_hidden_state  # (b, n, d)
     return torch.cat([prompt[index, -1:], rest[:, :-1]], dim=1)
-
-
-def _cache_argument(backbone) -> str:
-    import inspect
-
-    # transformers >= 5.2x names the cache argument `cache`; earlier 5.x `past_key_values`
-    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
 class TokenLogprobs(torch.autograd.Function):
