@@ -248,17 +248,16 @@ def completion_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     on that cache. With 8 prompts x 4 completions this skips 3/4 of the prompt tokens' forward and
     backward. Positions and masks are those of the plain forward (positions count padding, as there).
     """
-    if n < 1 or static_support(model, input_ids.size(1)) is not None:  # DDP, PEFT, other models: their forward
+    p = input_ids.size(1) - n
+    if n < 1 or p < 1 or static_support(model, input_ids.size(1)) is not None:  # DDP, PEFT, other models: their forward
         return None
     backbone = model.model
-    p = input_ids.size(1) - n
     groups: dict[tuple, int] = {}
     prompts = torch.cat([input_ids[:, :p] * attention_mask[:, :p], attention_mask[:, :p]], dim=1).tolist()
     rows = [groups.setdefault(tuple(row), len(groups)) for row in prompts]
-    sharing = p > 0 and len(groups) < len(rows) and not getattr(model, "is_gradient_checkpointing", False)
-    if not sharing:
+    if len(groups) == len(rows) or getattr(model, "is_gradient_checkpointing", False):  # nothing to share
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return hidden[:, p - 1: -1] if p > 0 else None
+        return hidden[:, p - 1: -1]
     from transformers import DynamicCache
 
     first = [rows.index(group) for group in range(len(groups))]

@@ -18,6 +18,8 @@ at the level of bf16 itself (tested: log-probs within 0.05 of the float32 forwar
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +53,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+@functools.cache
 def packed_linears_supported(dtype: torch.dtype) -> bool:
     """Whether oneDNN can run bf16 linears on weights reordered once (``torch.ops.mkldnn``) here."""
     if dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
@@ -128,7 +131,9 @@ class StaticDecoder:
             return linear.weight(cast(m.weight)), cast(m.bias)
 
         self.embed = cast(base.embed_tokens.weight)  # (v, d), looked up by token
-        self.lm_head = linear.weight(cast(model.get_output_embeddings().weight))
+        head = model.get_output_embeddings().weight
+        # tied head: one cast copy, reordered for the matmul only where linears are packed
+        self.lm_head = linear.weight(self.embed if head is base.embed_tokens.weight else cast(head))
         self.norm = cast(base.norm.weight)
         self.layers = [(cast(layer.input_layernorm.weight), fused_qkv(layer.self_attn), plain(layer.self_attn.o_proj),
                         cast(layer.post_attention_layernorm.weight), plain(layer.mlp.gate_proj),
