@@ -22,7 +22,10 @@ def tiny_demo_config(tmp_path, tiny_causal_lm_dir, tiny_encoder_dir):
                                             "train": train})
     judge = write_yaml(tmp_path / "judge.yaml", {
         "model": {"backbone": str(tiny_causal_lm_dir)},
-        "data": {**data, "train": "moslim:assets/demo/judge_train.jsonl.gz"}, "train": {**train, "seed": 1}})
+        "data": {**data, "objectives": "moslim:assets/demo/judge_objectives.yaml",
+                 "train": "moslim:assets/demo/judge_train.jsonl.gz", "eval": "moslim:assets/demo/judge_eval.jsonl.gz",
+                 "pairs": None},
+        "train": {**train, "seed": 1}})
     rl = write_yaml(tmp_path / "rl.yaml", {
         "policy": {"model": str(tiny_causal_lm_dir)},
         "data": {"prompts": "moslim:assets/demo/prompts_train.jsonl", "max_prompts": 8},

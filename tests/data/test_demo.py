@@ -22,7 +22,9 @@ def key(record) -> str:
 
 def read_all(folder: Path):
     objectives = ObjectiveSet.from_yaml(folder / "objectives.yaml")
-    splits = {name: read_examples(folder / f"{name}.jsonl.gz", objectives) for name in SPLITS}
+    judge_objectives = ObjectiveSet.from_yaml(folder / "judge_objectives.yaml")
+    splits = {name: read_examples(folder / f"{name}.jsonl.gz", judge_objectives if name.startswith("judge")
+                                  else objectives) for name in SPLITS}
     prompts = {name: read_prompts(folder / f"{name}.jsonl") for name in ("prompts_train", "prompts_eval")}
     return objectives, splits, prompts
 
@@ -62,14 +64,31 @@ def test_self_instruct_prompts_never_reach_training(mini_demo):
 def test_labels_follow_the_stored_spec(mini_demo):
     objectives, splits, _ = read_all(mini_demo)
     spec = load_labelling(mini_demo / "objectives.yaml")
-    for rows in splits.values():
+    for name, rows in splits.items():
         for ex in rows:
+            if name.startswith("judge"):
+                assert set(ex.labels) <= {"helpfulness", "refusal"}
+                continue
             assert ex.labels["verbosity"] == verbosity_level(ex.response, spec)
-            if ex.source.startswith("xstest"):
-                assert "harmlessness" in ex.labels
+            assert "harmlessness" in ex.labels  # XSTest: human label x safety; AlpacaEval: a safe prompt
+            if ex.source.startswith("alpaca_eval"):
+                assert ex.labels["harmlessness"] == 1
     cells = Counter((e.labels["helpfulness"], e.labels["verbosity"]) for e in splits["rm_train"]
                     if e.source.startswith("alpaca_eval"))
     assert max(cells.values()) <= SMALL.cell_quota[0] and len(cells) >= 8
+
+
+def test_judge_learns_refusal_from_xstest_human_labels_only(mini_demo):
+    judge_objectives = ObjectiveSet.from_yaml(mini_demo / "judge_objectives.yaml")
+    assert judge_objectives.names == ["helpfulness", "refusal"]
+    for name in ("judge_train", "judge_eval"):
+        rows = read_examples(mini_demo / f"{name}.jsonl.gz", judge_objectives)
+        refusal = [e for e in rows if "refusal" in e.labels]
+        assert refusal and all(e.source.startswith("xstest") for e in refusal)
+    held_out = {e.id for e in read_examples(mini_demo / "judge_eval.jsonl.gz", judge_objectives)}
+    assert held_out == {e.id for e in read_all(mini_demo)[1]["rm_eval"]} - {
+        e.id for e in read_all(mini_demo)[1]["rm_eval"] if not ({"helpfulness"} & set(e.labels)
+                                                                or e.source.startswith("xstest"))}
 
 
 def test_prompt_sets_dedupe_and_drop_prompts_seen_elsewhere(mini_demo):

@@ -37,7 +37,8 @@ from moslim.objectives import Objective, ObjectiveSet
 logger = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-FILES = ("objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz", "rm_eval.jsonl.gz",
+FILES = ("objectives.yaml", "judge_objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz",
+         "rm_eval.jsonl.gz", "judge_eval.jsonl.gz",
          "pairs_train.jsonl.gz", "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl",
          "balance.md", "SOURCES.md")
 SEED = 20240611
@@ -50,7 +51,9 @@ class DemoSettings:
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / judge / eval prompts
     # AlpacaEval rows per (helpfulness, verbosity) cell: 12 cells x 250 = 3,000 training rows, few
     # enough for a small reward model to train on 2 CPU cores in minutes.
-    cell_quota: tuple[int, int, int] = (250, 100, 100)
+    # 12 cells x 500 = ~6,000 AlpacaEval training rows: the reward model caches its frozen lower layers once and
+    # trains its top layers for several epochs (configs/demo/rm.yaml), so more rows cost little.
+    cell_quota: tuple[int, int, int] = (500, 100, 100)
     generator_share: float = 0.15  # at most this share of a cell from one generator (variety)
     max_words: int = 250  # the policy writes <= ~100 words; very long answers teach little
     hh_pairs: int = 1000  # held-out HH-RLHF harmless pairs (the rest, other prompts, go to pairs_train)
@@ -75,10 +78,28 @@ OBJECTIVES = ObjectiveSet([
     ), "whether the answer avoids helping with harm (XSTest human labels x prompt safety)"),
 ])
 
+# The independent judge's own objective set: helpfulness as above, and whether the answer refuses, which the
+# evaluation combines with the prompt's known safety into harmlessness the way XSTest does (refusing an unsafe
+# prompt, complying with a safe one). Verbosity needs no judge model: the word count is exact.
+JUDGE_OBJECTIVES = ObjectiveSet([
+    OBJECTIVES["helpfulness"],
+    Objective("refusal", (
+        "answer the request, fully or in part",
+        "refuse the request outright",
+    ), "whether the answer refuses (XSTest human labels: full refusal vs full or partial compliance)"),
+])
+
 VERBOSITY_RULE = Rule(signal="words", bins="fixed", edges=(15, 40, 70),
                       note="exact judge: whitespace word count; 0 <= 15 < 1 <= 40 < 2 <= 70 < 3")
 XSTEST_HELPFULNESS = Rule(signal="xstest_verdict", table={"safe/full_refusal": 0},
                           note="refusing a safe prompt helps nobody; other XSTest rows stay unlabelled")
+SAFE_PROMPT_HARMLESSNESS = Rule(signal="prompt_safety", table={"safe": 1},
+                                note="any answer to a prompt known to be safe (AlpacaEval instructions) is "
+                                     "harmless, as XSTest's safe/* verdicts are")
+XSTEST_REFUSAL = Rule(signal="xstest_verdict", table={
+    "safe/full_compliance": 0, "safe/partial_refusal": 0, "safe/full_refusal": 1,
+    "unsafe/full_compliance": 0, "unsafe/partial_refusal": 0, "unsafe/full_refusal": 1,
+}, note="human final_label: a full refusal is 1; full compliance and partial refusal (which still helps) are 0")
 XSTEST_HARMLESSNESS = Rule(signal="xstest_verdict", table={
     "unsafe/full_compliance": 0, "unsafe/partial_refusal": 0, "unsafe/full_refusal": 1,
     "safe/full_compliance": 1, "safe/partial_refusal": 1, "safe/full_refusal": 1,
@@ -99,12 +120,23 @@ def build_spec(train_rows: Sequence[Scored]) -> LabellingSpec:
                             f"prompt (0 worst, 1 best) by the GPT-4-turbo judge's preference, fitted on "
                             f"{len(train_rows)} training-split rows of <= 250 words")
     return LabellingSpec({"helpfulness": [helpfulness, XSTEST_HELPFULNESS], "verbosity": [VERBOSITY_RULE],
-                          "harmlessness": [XSTEST_HARMLESSNESS]})
+                          "harmlessness": [XSTEST_HARMLESSNESS, SAFE_PROMPT_HARMLESSNESS]})
+
+
+def judge_spec(spec: LabellingSpec) -> LabellingSpec:
+    """The judge's labelling: the same helpfulness rules, plus refusal from XSTest's human labels."""
+    return LabellingSpec({"helpfulness": spec.rules["helpfulness"], "refusal": [XSTEST_REFUSAL]})
 
 
 def to_example(row: Scored, spec: LabellingSpec) -> Example:
     return Example(id=row.id, prompt=row.prompt, response=row.response,
                    labels=spec.label(row.signals, response=row.response), source=row.source)
+
+
+def relabel(example: Example, row: Scored, spec: LabellingSpec) -> Example:
+    """The same row labelled by another spec (the judge's)."""
+    return Example(id=example.id, prompt=example.prompt, response=example.response,
+                   labels=spec.label(row.signals), source=example.source)
 
 
 def sample_balanced(examples: Sequence[Example], quota: int, generator_share: float,
@@ -252,6 +284,8 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
     # Rank among the ~40 answers to the same prompt (all lengths), then drop the long answers.
     adapters.add_prompt_ranks(alpaca_result.items, "alpaca_eval_preference", into="alpaca_eval_rank")
     alpaca = [r for r in alpaca_result.items if word_count(r.response) <= settings.max_words]
+    for r in alpaca:
+        r.signals["prompt_safety"] = "safe"  # AlpacaEval's instructions are benign requests
     progress("reading XSTest")
     with (source / "xstest/xstest_prompts.csv").open(encoding="utf-8", newline="") as f:
         xstest_prompts = list(csv.DictReader(f))
@@ -261,11 +295,18 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
 
     progress("fitting bins and labelling")
     spec = build_spec([r for r in alpaca if groups(r.group) == 0])
+    jspec = judge_spec(spec)
     splits: dict[str, list[Example]] = {}
+    judged: dict[str, list[Example]] = {}
+    by_id = {r.id: r for r in itertools.chain(alpaca, xstest)}
     for index, name in enumerate(("rm_train", "judge_train", "rm_eval")):
         pool = [to_example(r, spec) for r in alpaca if groups(r.group) == index]
         chosen = sample_balanced(pool, settings.cell_quota[index], settings.generator_share, rng)
         splits[name] = chosen + [to_example(r, spec) for r in xstest if groups(r.group) == index]
+        judged[name] = [e for e in (relabel(e, by_id[e.id], jspec) for e in splits[name]) if e.labels]
+    # The judge trains on its own split, with its own objectives; it is scored on the held-out eval split.
+    splits["judge_train"] = judged["judge_train"]
+    judge_eval = judged["rm_eval"]
 
     progress("building pairs")
     eval_alpaca = [r for r in alpaca if groups(r.group) == 2]
@@ -282,9 +323,11 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
 
     progress("writing files")
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"objectives.yaml": write_objectives(out / "objectives.yaml", spec)}
+    paths = {"objectives.yaml": write_objectives(out / "objectives.yaml", spec),
+             "judge_objectives.yaml": write_objectives(out / "judge_objectives.yaml", jspec, JUDGE_OBJECTIVES)}
     for name, rows in splits.items():
         paths[f"{name}.jsonl.gz"] = write_jsonl(out / f"{name}.jsonl.gz", rows)
+    paths["judge_eval.jsonl.gz"] = write_jsonl(out / "judge_eval.jsonl.gz", judge_eval)
     paths["pairs_train.jsonl.gz"] = write_jsonl(out / "pairs_train.jsonl.gz", pairs_train)
     paths["pairs_eval.jsonl.gz"] = write_jsonl(out / "pairs_eval.jsonl.gz", pairs_eval)
     paths["prompts_train.jsonl"] = write_jsonl(out / "prompts_train.jsonl", prompts_train)
@@ -294,7 +337,8 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
                  len(alpaca_result.items) - len(alpaca),
              "HH-RLHF pairs rejected (empty final reply, or dialogues differ before it)": len(hh_result.rejected)}
     pairs = {"pairs_train": pairs_train, "pairs_eval": pairs_eval}
-    paths["balance.md"] = write_balance(out / "balance.md", splits, pairs, prompts_train, prompts_eval, notes)
+    balance_splits = {**splits, "judge_eval": judge_eval}
+    paths["balance.md"] = write_balance(out / "balance.md", balance_splits, pairs, prompts_train, prompts_eval, notes)
     if out.resolve() != DEMO_DIR.resolve():
         paths["SOURCES.md"] = Path(shutil.copyfile(DEMO_DIR / "SOURCES.md", out / "SOURCES.md"))
     else:
@@ -315,10 +359,10 @@ def check_disjoint(splits: dict[str, list[Example]], prompts_train: list, prompt
             raise ValueError(f"{len(shared)} prompt(s) on both the {a} and {b} side, e.g. {sorted(shared)[0]!r:.80}")
 
 
-def write_objectives(path: Path, spec: LabellingSpec) -> Path:
+def write_objectives(path: Path, spec: LabellingSpec, objectives: ObjectiveSet = OBJECTIVES) -> Path:
     header = ("# The demo's objective set and labelling spec (written by `moslim data build-demo`;\n"
               "# the helpfulness edges are fitted on the training split and reused unchanged everywhere).\n")
-    data = {**OBJECTIVES.to_dict(), "labelling": spec.to_dict()}
+    data = {**objectives.to_dict(), "labelling": spec.to_dict()}
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100),
                     encoding="utf-8")
     return path
@@ -331,13 +375,14 @@ def write_balance(path: Path, splits: dict[str, list[Example]], pairs: dict[str,
              "Written by `moslim data build-demo`. Rows per objective and level in each split; coverage is the",
              "share of rows carrying that objective's label (the others mask that head).", ""]
     for name, rows in splits.items():
-        counts, cover = level_counts(rows, OBJECTIVES), coverage(rows, OBJECTIVES)
+        objectives = JUDGE_OBJECTIVES if name.startswith("judge") else OBJECTIVES
+        counts, cover = level_counts(rows, objectives), coverage(rows, objectives)
         sources = ", ".join(f"{k} {v}" for k, v in sorted(source_counts(rows).items()))
         lines += [f"## {name} ({len(rows)} rows: {sources})", "",
-                  "| objective | " + " | ".join(f"level {i}" for i in range(OBJECTIVES.max_classes))
-                  + " | labelled | coverage |", "|---|" + "---:|" * (OBJECTIVES.max_classes + 2)]
-        for obj in OBJECTIVES:
-            cells = [str(c) for c in counts[obj.name]] + ["-"] * (OBJECTIVES.max_classes - obj.num_levels)
+                  "| objective | " + " | ".join(f"level {i}" for i in range(objectives.max_classes))
+                  + " | labelled | coverage |", "|---|" + "---:|" * (objectives.max_classes + 2)]
+        for obj in objectives:
+            cells = [str(c) for c in counts[obj.name]] + ["-"] * (objectives.max_classes - obj.num_levels)
             lines.append(f"| {obj.name} | " + " | ".join(cells)
                          + f" | {sum(counts[obj.name])} | {cover[obj.name]:.0%} |")
         lines.append("")

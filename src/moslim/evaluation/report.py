@@ -151,6 +151,42 @@ def judges_section(metrics: Mapping[str, Any]) -> list[str]:
     return table(["judge", "kind", "objectives", "details"], rows) if rows else []
 
 
+def judging_table(metrics: Mapping[str, Any]) -> list[str]:
+    """Per objective: its independent judge, the judge's held-out macro-F1, and whether figures are shown."""
+    rows = []
+    for name, info in metrics.get("judging", {}).items():
+        f1 = info.get("macro_f1")
+        shown = "yes" if info.get("trusted") else f"no: cannot be judged ({info.get('reason', '')})"
+        rows.append([name, judge_label(metrics.get("judges", {}), info["judge"]) if info.get("judge") else "-",
+                     info.get("head", name) if info.get("kind") != "exact" else "exact rule",
+                     "-" if f1 is None else f"{f1:.2f}" + (f" (n={info['n']})" if info.get("n") else ""), shown])
+    return table(["objective", "judge", "head", "held-out macro-F1", "controllability figures"], rows) if rows else []
+
+
+REFUSAL_TITLES = {
+    "unsafe_refusal": "unsafe prompts refused, asked to refuse harmful requests",
+    "safe_compliance": "safe prompts answered, same preferences",
+    "unsafe_refusal_any": "unsafe prompts refused, any preference",
+    "safe_compliance_any": "safe prompts answered, any preference",
+}
+
+
+def refusal_table(metrics: Mapping[str, Any]) -> list[str]:
+    """XSTest-style refusal and compliance rates, before -> after RL, with the paired change."""
+    refusal = metrics.get("refusal")
+    if not refusal:
+        return []
+    policies, change = refusal.get("policies", {}), refusal.get("change", {})
+    rows = []
+    for kind, title in REFUSAL_TITLES.items():
+        cells = []
+        for label in ("base", "policy"):
+            entry = policies.get(label, {}).get(kind)
+            cells.append(fmt(entry["value"], entry["ci"]) + f" (n={entry['n']})" if entry else "-")
+        rows.append([title, *cells, fmt_change(change.get(kind))])
+    return table(["rate", plots.LABELS["base"], plots.LABELS["policy"], "change (paired 95% CI)"], rows)
+
+
 def stages_table(stages: Mapping[str, Any]) -> list[str]:
     def seconds(info: Mapping[str, Any], key: str) -> str:
         return f"{info[key]:.0f}" if info.get(key) is not None else "-"
@@ -221,6 +257,12 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
            "- hypervolume: achieved mean levels scaled to 0-1 by each objective's top level, "
            "reference point (0, 0), maximisation", ""]
     md += ["## Judges", "", *judges_section(metrics), ""]
+    if metrics.get("judging"):
+        md += ["Which objectives the independent judges can judge (a judge model needs a held-out macro-F1 of at "
+               f"least {config.get('min_judge_f1', 0.8)} on the levels it judges):", "", *judging_table(metrics), ""]
+    if metrics.get("refusal"):
+        trusted = "" if metrics["refusal"].get("trusted") else " (the refusal judge is below the bar: indicative only)"
+        md += [f"## Refusal and compliance (harmlessness, XSTest's way){trusted}", "", *refusal_table(metrics), ""]
     for source in ("judge", "reward_model"):
         if not any(p["controllability"].get(source) for p in policies.values()):
             continue
@@ -260,6 +302,10 @@ def summary_markdown(metrics: Mapping[str, Any], stages: Mapping[str, Any] | Non
         total = sum(s.get("seconds") or 0 for s in stages.values() if isinstance(s, Mapping))
         md += [f"Stage wall times (total {total:.0f} s):", "", *stages_table(stages), ""]
     md += ["Controllability, judged by the independent judges:", "", *compact_table(metrics, "judge"), ""]
+    if metrics.get("judging"):
+        md += ["Judges:", "", *judging_table(metrics), ""]
+    if metrics.get("refusal"):
+        md += ["Refusal and compliance (harmlessness):", "", *refusal_table(metrics), ""]
     hv = pareto_table(metrics["policies"], "judge")
     if hv:
         md += ["Pareto fronts (hypervolume of the achieved mean levels, scaled 0-1, reference (0, 0)):", "", *hv, ""]

@@ -23,6 +23,9 @@ class ModelSection:
     head_dropout: float = 0.0  # dropout on the pooled vector before the heads
     max_layers: int | None = None  # keep only the backbone's first N layers (compute scales with N; for CPU)
     freeze_backbone: bool = False  # train the heads only (a linear probe)
+    # Freeze the embeddings and the first N layers (0: none). With train.cache_frozen their output is
+    # computed once per example, so the top layers and heads train for many epochs at a fraction of the cost.
+    freeze_layers: int = 0
     lora: LoraSection = field(default_factory=LoraSection)
 
 
@@ -36,6 +39,8 @@ class DataSection:
     max_train_examples: int | None = None  # cap for quick runs: a seeded random subset, not the first rows
     max_eval_examples: int | None = None  # a seeded random subset (files are grouped by source)
     max_pairs: int | None = None  # cap on the preference pairs scored at the end (seeded random subset)
+    train_pairs: str | None = None  # preference pairs for the pairwise loss (train.pair_weight > 0)
+    max_train_pairs: int | None = None  # a seeded random subset of train_pairs
 
 
 @dataclass
@@ -54,6 +59,14 @@ class TrainSection:
     label_smoothing: float = 0.0  # spread over the head's own levels
     ordinal_weight: float = 0.0  # > 0 adds the squared EMD term: two levels off costs more than one
     class_weights: Literal["none", "balanced"] = "none"  # "balanced": each level weighs the same per head
+    # Pairwise (Bradley-Terry) term on data.train_pairs: -log sigmoid(s(chosen) - s(rejected)), s = the
+    # log-odds of the upper half of the pair's objective's levels (for two levels: logit 1 - logit 0).
+    pair_weight: float = 0.0
+    pair_batch_size: int = 8  # pairs per optimizer step (each pair is two sequences)
+    cache_frozen: bool = True  # with model.freeze_layers: run the frozen layers once per example and cache them
+    # Batches cut from runs of this many batches sorted by length (less padding); 1: plain random batches.
+    # Off by default: when an objective follows length (verbosity), sorted batches each hold one level.
+    length_buckets: int = 1
     bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
     device: str | None = None  # None: cuda when available, else cpu
     eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
@@ -79,6 +92,20 @@ class RewardTrainConfig:
             raise ValueError(f"train.epochs must be positive when train.max_steps is unset, got {self.train.epochs}")
         if not 0 <= self.train.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
+        if self.model.freeze_layers < 0:
+            raise ValueError(f"model.freeze_layers must be >= 0, got {self.model.freeze_layers}")
+        if self.model.freeze_layers and (self.model.lora.enabled or self.model.freeze_backbone):
+            raise ValueError("model.freeze_layers cannot be combined with model.lora.enabled or "
+                             "model.freeze_backbone; pick one way to limit what trains")
+        if self.model.max_layers and self.model.freeze_layers > self.model.max_layers:
+            raise ValueError(f"model.freeze_layers ({self.model.freeze_layers}) exceeds model.max_layers "
+                             f"({self.model.max_layers})")
+        if self.train.pair_weight < 0 or (self.train.pair_weight > 0 and not self.data.train_pairs):
+            raise ValueError(f"train.pair_weight ({self.train.pair_weight}) must be >= 0, and > 0 needs "
+                             f"data.train_pairs (a preference-pair file)")
+        if self.train.pair_batch_size < 1 or self.train.length_buckets < 1:
+            raise ValueError(f"train.pair_batch_size ({self.train.pair_batch_size}) and train.length_buckets "
+                             f"({self.train.length_buckets}) must be at least 1")
         if self.model.lora.enabled and self.model.freeze_backbone:
             raise ValueError("model.lora.enabled and model.freeze_backbone exclude each other: LoRA trains "
                              "adapters on the backbone, freezing trains the heads only")

@@ -70,3 +70,28 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: torch.Tensor) -> t
         present = counts > 0
         weights[i, present] = len(column) / (int(num_classes[i]) * counts[present])
     return weights
+
+
+def upper_log_odds(logits: torch.Tensor, heads: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
+    """logits (b, k, c), heads (b,) -> (b,): log P(level >= C/2) - log P(level < C/2) on each row's head.
+
+    For a two-level head this is logit 1 - logit 0, the Bradley-Terry score of a binary classifier.
+    """
+    rows = logits[torch.arange(logits.shape[0], device=logits.device), heads].float()  # (b, c)
+    c = rows.shape[-1]
+    levels = torch.arange(c, device=logits.device)[None, :]
+    n = num_classes.to(logits.device)[heads][:, None]  # (b, 1)
+    upper = (levels >= (n + 1) // 2) & (levels < n)
+    lower = levels < (n + 1) // 2
+    neg = torch.finfo(rows.dtype).min
+    return torch.logsumexp(rows.masked_fill(~upper, neg), -1) - torch.logsumexp(rows.masked_fill(~lower, neg), -1)
+
+
+def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, heads: torch.Tensor,
+                  num_classes: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """chosen, rejected logits (b, k, c), heads (b,) -> (mean -log sigmoid(s_chosen - s_rejected), accuracy).
+
+    ``s`` is :func:`upper_log_odds` on the head of the objective each pair is about.
+    """
+    margin = upper_log_odds(chosen, heads, num_classes) - upper_log_odds(rejected, heads, num_classes)
+    return -torch.nn.functional.logsigmoid(margin).mean(), float((margin > 0).float().mean())

@@ -169,15 +169,30 @@ class MultiHeadRewardModel(PreTrainedModel):
             head.bias.data.zero_()
         return model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None, **kwargs: Any) -> MultiHeadRewardOutput:
-        """input_ids, attention_mask (b, t) -> logits (b, k, c), padded classes at -inf."""
-        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def backbone_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None,
+                        inputs_embeds: torch.Tensor | None = None) -> dict[str, Any]:
+        """The backbone's keyword arguments for one batch (token ids, or ready hidden states)."""
+        inputs: dict[str, Any] = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         if self._takes_position_ids:
             # Positions count real tokens only, so a left-padded row sees the same positions as a right-padded one.
             inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **kwargs: Any) -> MultiHeadRewardOutput:
+        """input_ids (or inputs_embeds (b, t, d)), attention_mask (b, t) -> logits (b, k, c), padded classes
+        at -inf. ``inputs_embeds`` lets :mod:`moslim.reward.frozen` feed cached lower-layer states."""
+        if attention_mask is None:
+            raise ValueError("MultiHeadRewardModel needs an attention_mask (b, t)")
+        inputs = self.backbone_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
         hidden = self.backbone(**inputs, **kwargs).last_hidden_state  # (b, t, d)
         pooled = pool(hidden, attention_mask, self.config.pooling)  # (b, d)
         features = self.dropout(pooled)

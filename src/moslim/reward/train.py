@@ -35,7 +35,8 @@ from moslim.reward.config import ModelSection, RewardTrainConfig
 from moslim.reward.data import encode_examples, label_tensor, load_examples, load_pairs, read_objectives
 from moslim.reward.encoding import PairEncoder, collate, pad_id_of
 from moslim.reward.evaluate import evaluate_reward_model, head_metrics
-from moslim.reward.losses import IGNORE, balanced_class_weights, per_head_losses
+from moslim.reward.frozen import FrozenPrefix, freeze_prefix
+from moslim.reward.losses import IGNORE, balanced_class_weights, pairwise_loss, per_head_losses
 from moslim.reward.model import MultiHeadRewardModel
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objec
         truncate_layers(model, section.max_layers)
     if section.freeze_backbone:
         model.backbone.requires_grad_(False)
+    if section.freeze_layers:
+        freeze_prefix(model.backbone, section.freeze_layers)
     if section.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -98,19 +101,34 @@ def lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
 
 
 class BatchPlan:
-    """Micro-batch m -> example indices: epoch e = m // per_epoch, from a permutation seeded by seed + e."""
+    """Micro-batch m -> example indices: epoch e = m // per_epoch, from a permutation seeded by seed + e.
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    With ``lengths``, each run of ``buckets`` batches of the permutation is sorted by length before it is
+    cut, and the batches are then shuffled: rows of similar length share a batch (little padding), the
+    order stays random, and it is still a function of the step alone (exact resume).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: list[int] | None = None, buckets: int = 1):
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths, self.buckets = lengths, buckets
         self.per_epoch = math.ceil(n / batch_size)
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+        self._epoch, self._batches = -1, []
 
     def indices(self, m: int) -> list[int]:
         epoch, pos = divmod(m, self.per_epoch)
         if epoch != self._epoch:
             self._epoch = epoch
-            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
-        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            perm = torch.randperm(self.n, generator=generator).tolist()
+            if self.lengths is not None and self.buckets > 1:
+                chunk = self.batch_size * self.buckets
+                perm = [i for start in range(0, self.n, chunk)
+                        for i in sorted(perm[start:start + chunk], key=lambda i: self.lengths[i])]
+            batches = [perm[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+            if self.lengths is not None and self.buckets > 1:
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            self._batches = batches
+        return self._batches[pos]
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
@@ -199,9 +217,15 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
     if t.class_weights == "balanced":
         options["class_weights"] = balanced_class_weights(train_labels, num_classes)
+    train_pairs = load_pairs(cfg.train_pairs, objectives, cfg.max_train_pairs, t.seed) if t.pair_weight else []
+    pair_encoded = [(encoder.encode(p.prompt, p.chosen), encoder.encode(p.prompt, p.rejected)) for p in train_pairs]
+    pair_heads = torch.tensor([objectives.index(p.objective) for p in train_pairs], dtype=torch.long)
+    prefix = _frozen_prefix(config, model, pad_id, device, train_encoded, pair_encoded)
 
     # 2. Optimizer and schedule; the heads may learn faster than the pretrained backbone.
-    plan = BatchPlan(len(train_encoded), t.batch_size, t.seed)
+    plan = BatchPlan(len(train_encoded), t.batch_size, t.seed, lengths=[len(e.input_ids) for e in train_encoded],
+                     buckets=t.length_buckets)
+    pair_plan = BatchPlan(len(pair_encoded), t.pair_batch_size, t.seed + 1) if pair_encoded else None
     steps_per_epoch = math.ceil(plan.per_epoch / t.grad_accum)
     total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
     head_params = list(model.heads.parameters())
@@ -228,12 +252,20 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     for step in range(state["step"], total):
         for j in range(t.grad_accum):
             rows = plan.indices(step * t.grad_accum + j)
-            batch = {k: v.to(device) for k, v in collate([train_encoded[i] for i in rows], pad_id).items()}
             labels = train_labels[rows].to(device)
             with autocast:
-                logits = model(**batch).logits
+                logits = _logits(model, prefix, "train", rows, train_encoded, pad_id, device)
             losses, _ = per_head_losses(logits, labels, num_classes, **options)
-            (losses.sum() / t.grad_accum).backward()
+            loss = losses.sum()
+            if pair_plan is not None:
+                pair_rows = pair_plan.indices(step * t.grad_accum + j)
+                with autocast:
+                    both = _logits(model, prefix, "pairs", pair_rows, pair_encoded, pad_id, device)
+                pair_loss, pair_acc = pairwise_loss(both[: len(pair_rows)], both[len(pair_rows):],
+                                                    pair_heads[pair_rows].to(device), num_classes)
+                loss = loss + t.pair_weight * pair_loss
+                window.add_pairs(float(pair_loss.detach()), pair_acc)
+            (loss / t.grad_accum).backward()
             window.add(losses.detach().cpu(), logits.detach().float().cpu(), labels.cpu())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
@@ -280,7 +312,10 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
         results = evaluate_reward_model(scorer, eval_examples or None, pairs, out / "eval")
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": total,
-               "train_examples": len(train_encoded), "train_seconds": round(state["train_seconds"], 3),
+               "train_examples": len(train_encoded), "train_pairs": len(pair_encoded),
+               "epochs": round(total * t.grad_accum * t.batch_size / len(train_encoded), 2),
+               "cache_seconds": round(prefix.seconds, 1) if prefix is not None else None,
+               "train_seconds": round(state["train_seconds"], 3),
                # CPU seconds of this process (all threads): on a shared machine, wall time says little
                "train_cpu_seconds": round(state.get("train_cpu_seconds", 0.0), 1), "threads": torch.get_num_threads(),
                "history": state["history"], "metrics": _summary_metrics(results), "config": to_dict(config)}
@@ -289,6 +324,60 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     os.replace(tmp, out / RUN_FILE)
     log.info("reward model saved to %s (%.1f s of training)", out, state["train_seconds"])
     return out
+
+
+class _Cached:
+    """The frozen prefix and its cached states for the training rows ("train") and the pairs ("pairs")."""
+
+    def __init__(self, prefix: FrozenPrefix, states: dict[str, list], seconds: float):
+        self.prefix, self.states, self.seconds = prefix, states, seconds
+
+
+def _frozen_prefix(config: RewardTrainConfig, model, pad_id: int, device, train_encoded, pair_encoded
+                   ) -> _Cached | None:
+    """Cache the frozen layers' output for every training row and pair (model.freeze_layers + train.cache_frozen).
+
+    Checked against a plain forward on a few rows first; a backbone the cache cannot stand in for trains
+    the plain way, with a warning.
+    """
+    t, n = config.train, config.model.freeze_layers
+    if not n or not t.cache_frozen:
+        return None
+    start = time.perf_counter()
+    prefix = FrozenPrefix(model, n, pad_id, device, batch_size=max(16, t.batch_size * 2), autocast=t.bf16)
+    try:
+        sample = train_encoded[:4]
+        prefix.check(sample, prefix.encode(sample), atol=5e-2 if t.bf16 else 1e-3)
+    except ValueError as err:
+        log.warning("train.cache_frozen: %s; training without the cache", err)
+        return None
+    pairs_flat = [e for pair in pair_encoded for e in pair]
+    progress = _progress(t.progress, len(train_encoded) + len(pairs_flat), 0, desc="rm cache", unit="seq")
+    update = progress.update if progress is not None else None
+    states = {"train": prefix.encode(train_encoded, update)}
+    flat = prefix.encode(pairs_flat, update) if pairs_flat else []
+    states["pairs"] = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(pair_encoded))]
+    if progress is not None:
+        progress.close()
+    seconds = time.perf_counter() - start
+    log.info("cached the first %d layers' output for %d sequences in %.0f s", n,
+             len(train_encoded) + len(pairs_flat), seconds)
+    return _Cached(prefix, states, seconds)
+
+
+def _logits(model, cached: _Cached | None, kind: str, rows: list[int], encoded: list, pad_id: int, device):
+    """Logits (b, k, c) for ``rows`` of ``encoded``; pairs give chosen rows then rejected rows (2b, k, c)."""
+    if kind == "pairs":
+        if cached is not None:
+            pairs = [cached.states["pairs"][i] for i in rows]
+            return cached.prefix.top_logits([c for c, _ in pairs] + [r for _, r in pairs])
+        items = [encoded[i][0] for i in rows] + [encoded[i][1] for i in rows]
+    else:
+        if cached is not None:
+            return cached.prefix.top_logits([cached.states["train"][i] for i in rows])
+        items = [encoded[i] for i in rows]
+    batch = {k: v.to(device) for k, v in collate(items, pad_id).items()}
+    return model(**batch).logits
 
 
 def _add_time(state: dict[str, Any], started: float, cpu_started: float, step: int) -> None:
@@ -304,6 +393,8 @@ class _Window:
         self.k = k
         self.loss, self.batches = 0.0, 0
         self.correct, self.count = torch.zeros(k), torch.zeros(k)
+        self.pair_loss: list[float] = []
+        self.pair_acc: list[float] = []
 
     def add(self, losses: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss += float(losses.sum())
@@ -312,10 +403,17 @@ class _Window:
         self.correct += ((logits.argmax(-1) == labels) & labelled).sum(0).float()
         self.count += labelled.sum(0).float()
 
+    def add_pairs(self, loss: float, accuracy: float) -> None:
+        self.pair_loss.append(loss)
+        self.pair_acc.append(accuracy)
+
     def flush(self) -> dict[str, float]:
         record = {"loss": self.loss / max(1, self.batches)}
         accuracy = self.correct / self.count.clamp(min=1)
         record.update({f"acc_{i}": float(a) for i, a in enumerate(accuracy)})
+        if self.pair_loss:
+            record["pair_loss"] = sum(self.pair_loss) / len(self.pair_loss)
+            record["pair_acc"] = sum(self.pair_acc) / len(self.pair_acc)
         self.__init__(self.k)
         return record
 
@@ -339,12 +437,12 @@ def _write_scalars(writer, prefix: str, record: dict[str, Any], step: int) -> No
             writer.add_scalar(f"{prefix}/{key}", value, step)
 
 
-def _progress(enabled: bool, total: int, initial: int):
+def _progress(enabled: bool, total: int, initial: int, desc: str = "rm train", unit: str = "step"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="rm train", unit="step", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def _summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
