@@ -29,6 +29,7 @@ def test_rl_steps_change_the_policy_parameters(tmp_path, make_config, tiny_causa
     final = train_policy(config)
     assert _changed(tiny_causal_lm_dir, final), "no parameter moved after 2 RL steps"
     summary = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert summary["time_limit_fired_at"] is None
     assert summary["global_step"] == 2 and [s["step"] for s in summary["steps"]] == [1, 2]
     if trl.get("beta") or algorithm == "rloo":
         assert all("kl" in s for s in summary["steps"])
@@ -157,4 +158,5 @@ def test_time_limit_stops_after_a_step_with_a_checkpoint(tmp_path, make_config, 
     train_policy(config)
     summary = json.loads((tmp_path / "run" / RUN_FILE).read_text())
     assert summary["global_step"] == 1 and summary["max_steps"] == 5
+    assert summary["time_limit_fired_at"] == 1  # the run says its length came from the clock, not the config
     assert last_complete_checkpoint(tmp_path / "run").name == "checkpoint-1"

@@ -204,9 +204,11 @@ class TimeLimit(TrainerCallback):
     def __init__(self, minutes: float):
         self.seconds = minutes * 60
         self.start = time.perf_counter()
+        self.fired_at: int | None = None  # the step it stopped training at, if it did
 
     def on_step_end(self, args, state, control, **kwargs):
         if time.perf_counter() - self.start > self.seconds and state.global_step < state.max_steps:
+            self.fired_at = state.global_step
             log.info("time limit of %.1f min reached at step %d: saving and stopping", self.seconds / 60,
                      state.global_step)
             control.should_training_stop = True
@@ -330,9 +332,14 @@ def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s
     if steps:
         plot_run(steps, path.with_name("rl_curves.png"), f"{config.train.algorithm.upper()} {config.policy.model}")
     split = {key: _mean(s.get(f"time/{key}") for s in steps) for key in ("step", "generation", "reward", "update")}
+    limit = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TimeLimit)), None)
+    fired = limit.fired_at if limit is not None else None
+    if fired is not None:
+        log.warning("the %.0f-minute time limit stopped training at step %d of %d: this policy depends on the "
+                    "machine's speed", config.train.max_minutes, fired, trainer.state.max_steps)
     summary = {
         "final": str(final), "algorithm": config.train.algorithm, "global_step": trainer.state.global_step,
-        "max_steps": trainer.state.max_steps,
+        "max_steps": trainer.state.max_steps, "time_limit_fired_at": fired,
         "wall_s": round(wall_s, 1), "resumed_from": str(resumed_from) if resumed_from else None,
         "mean_time_s": split, "steps": steps, "config": to_dict(config),
     }

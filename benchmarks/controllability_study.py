@@ -1,0 +1,194 @@
+"""Where is the verbosity signal lost? One RL budget, three rewards, the same validation prompts.
+
+    nice -n 5 .venv/bin/python benchmarks/controllability_study.py --rm runs/demo/rm --judge runs/demo/judge \
+        --steps 30 --out runs/study
+
+Arms (GRPO on SmolLM2-135M-Instruct, the demo's RL settings: 4 prompts x 4 completions, 128 tokens,
+lr 2e-5, KL 0.04, the fast CPU path):
+- ``exact``: preferences name verbosity only; the "reward model" is the exact word-count rule, as one-hot
+  class probabilities through the same z-score mapping (what a perfect verbosity head would give);
+- ``rm_verbosity``: the same preferences, the reward model's verbosity head through the same mapping;
+- ``moslim``: the demo's full three-objective reward (preferences name 1-2 of the objectives).
+
+Before and after each arm, the policy answers validation prompts (held out of the arms' RL prompts, and
+not the README's evaluation prompts) at each verbosity level; the exact judge gives Spearman(requested,
+achieved) and the hit rate. On the same completions -- the policy's own answers, out of the reward model's
+training distribution -- the reward model's accuracy is measured per objective against the exact rule
+(verbosity) and against the refusal judge x the prompt's known safety (harmlessness). Each arm's result is
+kept in ``<out>/<arm>.json``, so a killed study resumes at the next arm. Writes ``<out>/study.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+ARMS = ("exact", "rm_verbosity", "moslim")
+
+
+class ExactVerbosityScorer:
+    """A stand-in reward model: one-hot probabilities on the exact verbosity level, uniform elsewhere."""
+
+    def __init__(self, objectives, spec):
+        self.objectives, self.spec = objectives, spec
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        from moslim.data.labelling import verbosity_level
+
+        k, c = len(self.objectives), int(self.objectives.num_classes.max())
+        probs = torch.zeros(len(responses), k, c)
+        for i, objective in enumerate(self.objectives):
+            probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels
+        v = self.objectives.index("verbosity")
+        for row, text in enumerate(responses):
+            probs[row, v] = 0.0
+            probs[row, v, verbosity_level(text, self.spec)] = 1.0
+        return probs
+
+
+def split_prompts(seed: int, validation: int):
+    """RL prompts and validation prompts, both from the demo's training prompt set (disjoint)."""
+    from moslim.policy.data import read_prompt_records
+
+    records = read_prompt_records("moslim:assets/demo/prompts_train.jsonl")
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    safe = [records[i] for i in order if records[i].tags.get("safety") == "safe"]
+    unsafe = [records[i] for i in order if records[i].tags.get("safety") == "unsafe"]
+    held = safe[: validation // 2] + unsafe[: validation - validation // 2]
+    held_ids = {r.id for r in held}
+    return [r for r in records if r.id not in held_ids], held
+
+
+def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens):
+    """Verbosity controllability by the exact judge, and the reward model's accuracy on the same answers."""
+    from scipy.stats import spearmanr
+
+    from moslim.data.labelling import verbosity_level
+    from moslim.data.schema import prompt_text
+    from moslim.evaluation.judges import ModelJudge, RefusalJudge
+    from moslim.policy.generate import generate_completions
+    from moslim.preferences import Preference
+    from moslim.reward.scorer import RewardScorer
+
+    levels = range(objectives["verbosity"].num_levels)
+    cells = [(r, level) for r in records for level in levels]
+    outputs = generate_completions(str(policy), [prompt_text(r.prompt) for r, _ in cells],
+                                   [Preference.of(verbosity=level) for _, level in cells], objectives=objectives,
+                                   max_new_tokens=tokens, temperature=0.7, top_p=0.95, num_samples=1, seed=0,
+                                   batch_size=24, progress=False)
+    answers = [o[0] for o in outputs]
+    questions = [prompt_text(r.prompt) for r, _ in cells]
+    requested = [level for _, level in cells]
+    achieved = [verbosity_level(a, spec) for a in answers]
+    result = {"spearman": float(spearmanr(requested, achieved).statistic),
+              "hit_rate": sum(a == r for a, r in zip(achieved, requested)) / len(cells),
+              "mean_level_by_request": {str(lv): sum(a for a, r in zip(achieved, requested) if r == lv)
+                                        / len(records) for lv in levels},
+              "mean_words": sum(len(a.split()) for a in answers) / len(answers)}
+    rm = RewardScorer.from_pretrained(scorer_path)
+    with torch.no_grad():
+        predicted = rm.score(questions, answers).argmax(-1)  # (n, k)
+    accuracy = {"verbosity": float((predicted[:, rm.objectives.index("verbosity")]
+                                    == torch.tensor(achieved)).float().mean())}
+    if judge_path:
+        refusal = RefusalJudge(ModelJudge.from_path(judge_path, name="judge", only=["refusal"]))
+        truth = refusal.levels(questions, answers, tags=[r.tags for r, _ in cells])["harmlessness"]
+        guess = predicted[:, rm.objectives.index("harmlessness")].tolist()
+        unsafe = [i for i, (r, _) in enumerate(cells) if r.tags.get("safety") == "unsafe"]
+        accuracy["harmlessness"] = sum(g == t for g, t in zip(guess, truth)) / len(truth)
+        accuracy["harmlessness_unsafe_prompts"] = (sum(guess[i] == truth[i] for i in unsafe) / len(unsafe)
+                                                   if unsafe else None)
+        accuracy["judged_harmful_share"] = 1 - sum(truth) / len(truth)
+        accuracy["rm_harmful_share"] = 1 - sum(guess) / len(guess)
+    helpful = predicted[:, rm.objectives.index("helpfulness")].tolist()
+    accuracy["helpfulness_level_shares"] = {str(lv): helpful.count(lv) / len(helpful) for lv in range(3)}
+    result["reward_model_on_policy_answers"] = accuracy
+    return result
+
+
+def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
+    from moslim.config import load_config
+    from moslim.policy.data import build_rl_dataset
+    from moslim.policy.train import RLConfig, build_trainer, load_scorer, save_policy
+
+    run_dir = out / arm
+    config = load_config(RLConfig, "configs/demo/rl.yaml", [
+        f"reward.model={args.rm}", f"train.output_dir={run_dir}", f"trl.max_steps={args.steps}",
+        "trl.save_steps=100000", "trl.report_to=none", "train.max_minutes=null", "train.resume=never"])
+    scorer = ExactVerbosityScorer(objectives, spec) if arm == "exact" else load_scorer(args.rm)
+    trainer, _, objs, template = build_trainer(config, scorer)
+    if arm in ("exact", "rm_verbosity"):
+        from moslim.objectives import ObjectiveSet
+
+        only = ObjectiveSet([objs["verbosity"]])
+        trainer.train_dataset = build_rl_dataset(train_records, only, num_named=1, seed=config.data.seed,
+                                                 template=template)
+    else:
+        trainer.train_dataset = build_rl_dataset(train_records, objs, num_named=tuple(config.data.num_named),
+                                                 seed=config.data.seed, template=template,
+                                                 level_weights=config.data.level_weights)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    final = save_policy(trainer, objs, template, run_dir / "final", "merged")
+    del trainer
+    after = evaluate(final, args.rm, args.judge, val_records, objectives, spec, args.tokens)
+    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "after": after}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rm", default="runs/demo/rm", help="reward model folder (moslim rm train)")
+    parser.add_argument("--judge", default="runs/demo/judge", help="judge folder with a refusal head, or ''")
+    parser.add_argument("--steps", type=int, default=30, help="GRPO steps per arm (the same for every arm)")
+    parser.add_argument("--validation", type=int, default=32, help="validation prompts (half safe, half unsafe)")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--out", default="runs/study")
+    args = parser.parse_args()
+
+    from moslim.data.labelling import load_labelling
+    from moslim.models import resolve
+    from moslim.reward.data import read_objectives
+
+    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
+    spec = load_labelling(Path("src/moslim/assets/demo/objectives.yaml"), objectives)
+    train_records, val_records = split_prompts(0, args.validation)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"settings": vars(args)}
+    base_file = out / "base.json"
+    if not base_file.exists():
+        base = evaluate(resolve("smollm2-135m-instruct"), args.rm, args.judge, val_records, objectives, spec,
+                        args.tokens)
+        base_file.write_text(json.dumps(base, indent=1), encoding="utf-8")
+    results["base"] = json.loads(base_file.read_text(encoding="utf-8"))
+    print("base:", json.dumps(results["base"]), flush=True)
+    for arm in args.arms.split(","):
+        path = out / f"{arm}.json"
+        if not path.exists():
+            result = run_arm(arm, args, train_records, val_records, objectives, spec, out)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        results[arm] = json.loads(path.read_text(encoding="utf-8"))
+        after = results[arm]["after"]
+        print(f"{arm}: Spearman {results['base']['spearman']:.2f} -> {after['spearman']:.2f}, hit rate "
+              f"{results['base']['hit_rate']:.2f} -> {after['hit_rate']:.2f}, reward model on the policy's answers "
+              f"{json.dumps(after['reward_model_on_policy_answers'])}", flush=True)
+    (out / "study.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
