@@ -81,6 +81,8 @@ async function ask(node, question) {
   const answer = $(".answer", node);
   const status = $(".status", node);
   answer.textContent = "";
+  node.dataset.chunks = "0";  // streamed pieces received, for the browser test
+  delete node.dataset.done;
   $(".levels", node).hidden = true;
   $(".reward", node).textContent = "";
   status.textContent = "waiting…";
@@ -94,7 +96,6 @@ async function ask(node, question) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  let tokens = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -110,7 +111,7 @@ async function ask(node, question) {
       for (const choice of chunk.choices || []) {
         if (choice.delta && choice.delta.content) {
           answer.textContent += choice.delta.content;
-          tokens += 1;
+          node.dataset.chunks = String(Number(node.dataset.chunks || 0) + 1);
           status.textContent = "streaming…";
         }
         if (choice.finish_reason) status.textContent = `done (${choice.finish_reason})`;
