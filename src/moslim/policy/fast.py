@@ -62,7 +62,7 @@ def default_eos_ids(model, tokenizer) -> list[int]:
 def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                    eos_token_ids: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                   dtype: torch.dtype | None = None, on_step: OnStep | None = None
+                   dtype: torch.dtype | None = None, on_step: OnStep | None = None, decoder=None
                    ) -> tuple[list[list[int]], list[list[float]]]:
     """Sample one completion per prompt; return (completion_ids, logprobs), one list per prompt.
 
@@ -74,7 +74,8 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     tested on CPU). The model is put in eval mode for the call.
     ``on_step(rows, tokens)``, when given, sees after each step the rows that took a token and those
     tokens (a server streams them from there); it may return rows to stop now (a per-row token cap, a
-    client gone), which end as they are.
+    client gone), which end as they are. ``decoder``: one ``make_decoder`` built earlier for the same,
+    unchanged weights (a server's), which skips casting and packing them again (~0.2 s on SmolLM2).
     """
     check_sampling(temperature, top_p, top_k)
     if max_new_tokens < 1:
@@ -91,7 +92,7 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     was_training = model.training
     model.eval()
     try:
-        decoder = _decoder(model, capacity, dtype)
+        decoder = decoder or make_decoder(model, capacity, dtype)
         logits = decoder.prefill(ids, mask, rows, capacity)
         return _decode(decoder, logits, len(prompt_ids), max_new_tokens, eos,
                        dict(temperature=temperature, top_p=top_p, top_k=top_k, generator=generator), on_step)
@@ -99,7 +100,8 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
         model.train(was_training)
 
 
-def _decoder(model, capacity: int, dtype):
+def make_decoder(model, capacity: int, dtype: torch.dtype | None = None):
+    """The fast decoder for ``model`` (``StaticDecoder``, else ``HFDecoder``), for up to ``capacity`` tokens."""
     reason = static_support(model, capacity)
     if reason is None:
         return StaticDecoder(model, dtype or generation_dtype(model))

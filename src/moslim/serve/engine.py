@@ -111,6 +111,7 @@ class Engine:
 
             self.eos_ids = default_eos_ids(policy, tokenizer)
             self.max_positions = getattr(policy.config, "max_position_embeddings", None)
+        self._decoder = None  # built once on the model thread: the weights never change while serving
 
     # -- prompts ----------------------------------------------------------------------------------
     def prompt_ids(self, turns: Turns, preference: Preference) -> list[int]:
@@ -150,12 +151,14 @@ class Engine:
 
         first = jobs[0]
         device = next(self.policy.parameters()).device
+        if self._decoder is None:
+            self._decoder = _decoder_for(self.policy, device, self.max_positions or 4096)
         generator = torch.Generator(device=device).manual_seed(
             first.seed if first.seed is not None else self._seeds.randrange(2**63))
         completion_ids, _ = generate_batch(
             self.policy, self.tokenizer, [job.prompt_ids for job, _ in rows],
             max_new_tokens=max(job.max_tokens for job in jobs), temperature=first.temperature, top_p=first.top_p,
-            eos_token_ids=self.eos_ids, generator=generator, on_step=on_step)
+            eos_token_ids=self.eos_ids, generator=generator, on_step=on_step, decoder=self._decoder)
         texts = [t.strip() for t in self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)]
         scored = self.score([job.turns for job, _ in rows], texts, [job.preference for job, _ in rows]) \
             if self.scorer is not None else [None] * len(rows)
@@ -182,6 +185,15 @@ class Engine:
     def _need_policy(self) -> None:
         if self.policy is None:
             raise ValueError("this server has no policy (start it with --policy)")
+
+
+def _decoder_for(model, device: torch.device, capacity: int):
+    """The CPU fast path's decoder (weights cast and packed once), else the model's own forward with a
+    dynamic cache: the packed bf16 kernels are CPU-only (``moslim generate`` likewise uses it on CPU only)."""
+    from moslim.policy.fast import make_decoder
+    from moslim.policy.fast_decode import HFDecoder
+
+    return make_decoder(model, capacity) if device.type == "cpu" else HFDecoder(model)
 
 
 def describe_scores(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, reward: torch.Tensor,
