@@ -6,10 +6,10 @@
 For each mode the script starts its own server (``moslim serve`` on a free local port),
 waits for it, sends one warm-up request, then has ``--clients`` concurrent clients send ``--requests``
 chat completions in all (questions and preferences cycle through fixed lists; no seeds, so requests
-may share batches), and afterwards ``--score-requests`` /v1/score requests of one pair each. It
+may share batches), ``--rounds`` times, and afterwards ``--score-requests`` /v1/score requests of one pair each. It
 reports requests/s and generated tokens/s, latency p50 / p99, errors (non-200 answers or failed
-connections), the batches the server ran, and the server's resident memory after the warm-up and at
-the end. ``single`` is the same server with ``--max-batch 1 --batch-window-ms 0``. The server only
+connections), the batches the server ran, and the server's resident memory after the warm-up, after
+each round and at the end. ``single`` is the same server with ``--max-batch 1 --batch-window-ms 0``. The server only
 ever binds and is only ever called on 127.0.0.1. Ratios between modes are what to read: absolute
 figures move with the machine and its other load.
 """
@@ -84,7 +84,7 @@ async def chat_load(url: str, model: str, clients: int, requests: int, max_token
         wall = time.perf_counter() - start
     return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "tokens_per_s": tokens / wall,
             "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "ok": len(latencies),
-            "errors": errors, "completion_tokens": tokens}
+            "errors": errors, "completion_tokens": tokens, "latencies": latencies}
 
 
 async def score_load(url: str, clients: int, requests: int) -> dict:
@@ -108,6 +108,16 @@ async def score_load(url: str, clients: int, requests: int) -> dict:
         wall = time.perf_counter() - start
     return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "p50_s": percentile(latencies, 50),
             "p99_s": percentile(latencies, 99), "ok": len(latencies), "errors": errors}
+
+
+def merge(rounds: list[dict]) -> dict:
+    """One summary over several rounds (latency percentiles over all their requests)."""
+    latencies = [x for r in rounds for x in r.pop("latencies")]
+    wall, tokens = sum(r["wall_s"] for r in rounds), sum(r["completion_tokens"] for r in rounds)
+    return {"wall_s": wall, "requests_per_s": len(latencies) / wall, "tokens_per_s": tokens / wall,
+            "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99), "ok": len(latencies),
+            "errors": [e for r in rounds for e in r["errors"]], "completion_tokens": tokens,
+            "rounds": rounds}
 
 
 def start_server(args, mode: str, log_file) -> tuple[subprocess.Popen, str]:
@@ -138,14 +148,18 @@ def run_mode(args, mode: str, log_file) -> dict:
     try:
         model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
         asyncio.run(chat_load(url, model, 1, 1, args.max_tokens))  # warm-up, not counted
-        rss_before = rss_mib(server.pid)
-        chat = asyncio.run(chat_load(url, model, args.clients, args.requests, args.max_tokens))
+        rss = [rss_mib(server.pid)]
+        rounds = []
+        for _ in range(args.rounds):  # memory after each round: flat if nothing accumulates
+            rounds.append(asyncio.run(chat_load(url, model, args.clients, args.requests, args.max_tokens)))
+            rss.append(rss_mib(server.pid))
+        chat = rounds[0] if len(rounds) == 1 else merge(rounds)
         health_chat = httpx.get(f"{url}/health").json()["generation"]
         score = asyncio.run(score_load(url, args.clients, args.score_requests)) \
             if args.reward_model and args.score_requests else None
         health = httpx.get(f"{url}/health").json()
-        return {"mode": mode, "chat": chat, "score": score, "rss_before_mib": rss_before,
-                "rss_after_mib": rss_mib(server.pid), "generation_batches": health_chat,
+        return {"mode": mode, "chat": chat, "score": score, "rss_mib": rss + [rss_mib(server.pid)],
+                "generation_batches": health_chat,
                 "scoring_batches": health["scoring"]}
     finally:
         server.terminate()
@@ -153,17 +167,17 @@ def run_mode(args, mode: str, log_file) -> dict:
 
 
 def report(results: list[dict], args) -> None:
-    print(f"\n{args.clients} clients, {args.requests} chat completions of up to {args.max_tokens} tokens "
-          f"(policy {args.policy}, reward model {args.reward_model or 'none'})")
+    print(f"\n{args.clients} clients, {args.rounds} x {args.requests} chat completions of up to "
+          f"{args.max_tokens} tokens (policy {args.policy}, reward model {args.reward_model or 'none'})")
     print(f"{'mode':8} {'req/s':>7} {'tok/s':>7} {'p50 s':>7} {'p99 s':>7} {'errors':>6} {'batches':>8} "
-          f"{'rows/batch':>10} {'RSS MiB before -> after':>24}")
+          f"{'rows/batch':>10}  server RSS MiB (after warm-up, each round, the scoring)")
     for r in results:
         c, g = r["chat"], r["generation_batches"]
         warm = 1  # the warm-up request ran as one batch of one row
         batches, rows = g["batches"] - warm, g["rows"] - warm
         print(f"{r['mode']:8} {c['requests_per_s']:7.2f} {c['tokens_per_s']:7.1f} {c['p50_s']:7.2f} {c['p99_s']:7.2f} "
-              f"{len(c['errors']):6d} {batches:8d} {rows / max(batches, 1):10.1f} "
-              f"{r['rss_before_mib']:11.0f} -> {r['rss_after_mib']:.0f}")
+              f"{len(c['errors']):6d} {batches:8d} {rows / max(batches, 1):10.1f}  "
+              f"{' -> '.join(f'{m:.0f}' for m in r['rss_mib'])}")
     scored = [r for r in results if r["score"]]
     if scored:
         print(f"\n/v1/score, {args.clients} clients, {args.score_requests} requests of one pair each")
@@ -184,6 +198,7 @@ def main() -> None:
     parser.add_argument("--reward-model", default=None)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the chat load (memory after each)")
     parser.add_argument("--score-requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--modes", default="batched,single", help="comma-separated: batched, single")

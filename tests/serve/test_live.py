@@ -130,3 +130,13 @@ def test_page_slider_question_streamed_answers_and_levels(server, browser, engin
 def test_health_reports_batches(server):
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["generation"]["batches"] >= 1
+
+
+def test_a_client_leaving_mid_stream_does_not_stop_the_server(server):
+    body = {"model": "tiny", "stream": True, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body) as response:
+        first = next(response.iter_lines())
+        assert first.startswith("data: ")
+    # the closed stream's rows stop at the next step; the server answers the next request in full
+    done = httpx.post(f"{server}/v1/chat/completions", json={**body, "stream": False}).json()
+    assert done["choices"][0]["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 16
