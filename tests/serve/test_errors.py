@@ -29,7 +29,9 @@ def error_of(response) -> dict:
     ({"preferences": {"verbosity": 7}}, "preferences", ["preferences.verbosity", "level 7", "out of range 0-3"]),
     ({"preferences": {"verbosity": "high"}}, "preferences", ["preferences.verbosity", "'high'", "not an integer"]),
     ({"preferences": "verbosity=9"}, "preferences", ["level 9", "out of range 0-3"]),
-    ({"stop": ["\n"]}, "stop", ["unknown field 'stop'", "supported fields", "preferences"]),
+    ({"stop": ["\n"]}, "stop", ["stop=['\\n'] is not supported by this server", "leave it out"]),
+    ({"presence_penalty": 0.5}, "presence_penalty", ["presence_penalty=0.5 is not supported"]),
+    ({"tools": []}, "tools", ["unknown field 'tools'", "supported fields", "preferences"]),
     ({"preference": {"verbosity": 1}}, "preference", ["unknown field 'preference'"]),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", ["'user'", "(got 'robot')"]),
     ({"messages": []}, "messages", ["messages", "at least 1"]),
@@ -44,6 +46,12 @@ def test_bad_chat_requests_get_400_naming_the_field(guarded, change, param, word
     assert error["param"] == param and error["type"] == "invalid_request_error"
     for word in words:
         assert word in error["message"]
+
+
+def test_fields_some_clients_always_send_are_accepted_at_their_neutral_value(guarded):
+    neutral = {"stop": None, "presence_penalty": 0, "frequency_penalty": 0.0, "logprobs": False, "logit_bias": {},
+               "user": "someone"}
+    assert guarded.post("/v1/chat/completions", json={**ASK, **neutral}, headers=KEY).status_code == 200
 
 
 def test_unknown_model_is_404_naming_the_served_one(guarded):

@@ -353,6 +353,8 @@ def _describe(item: dict, path: str) -> tuple[str, str]:
         if isinstance(item.get("input"), bytes):  # FastAPI parses JSON only when the request says it is JSON
             return param, "the body must be JSON sent with the header 'Content-Type: application/json'"
         return param, f"the body must be a JSON object, got {type(item.get('input')).__name__}"
+    if item["type"] == "value_error":  # our own validators name the value already
+        return param, f"{param}: {item['msg'].removeprefix('Value error, ')}"
     return param, f"{param}: {item['msg']} (got {item.get('input')!r})"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
@@ -50,6 +50,27 @@ class ChatRequest(_Strict):
     max_completion_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     user: str | None = None
+    # OpenAI fields this server does not implement, accepted at their neutral value only: some clients
+    # send them on every request (``"stop": null``, ``"presence_penalty": 0``).
+    stop: Any = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict | None = None
+
+    @field_validator("stop", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias")
+    @classmethod
+    def _neutral_only(cls, value, info: ValidationInfo):
+        neutral = NEUTRAL[info.field_name]
+        if value is not None and value not in neutral:
+            raise ValueError(f"{info.field_name}={value!r} is not supported by this server (leave it out, or "
+                             f"send {' / '.join(repr(v) for v in neutral)})")
+        return value
+
+
+NEUTRAL = {"stop": ([], ""), "presence_penalty": (0,), "frequency_penalty": (0,), "logprobs": (False,),
+           "top_logprobs": (0,), "logit_bias": ({},)}
 
 
 class ScorePair(_Strict):
@@ -76,5 +97,6 @@ class RewardRequest(_Strict):
     labels: list[Any] | None = None
 
 
-FIELDS = {ChatRequest: list(ChatRequest.model_fields), ScoreRequest: list(ScoreRequest.model_fields),
-          RewardRequest: list(RewardRequest.model_fields)}
+# the fields an "unknown field" error lists as supported, per request body
+FIELDS = {ChatRequest: [f for f in ChatRequest.model_fields if f not in NEUTRAL],
+          ScoreRequest: list(ScoreRequest.model_fields), RewardRequest: list(RewardRequest.model_fields)}
