@@ -30,7 +30,11 @@ def server(engine):
     """Base URL of a live server; answers never end early (no end-of-sequence id) so each one streams."""
     endless = copy.copy(engine)
     endless.eos_ids = []
-    app = create_app(endless, ServeSettings(default_max_tokens=12, max_tokens=16, api_key=None))
+    yield from serve(create_app(endless, ServeSettings(default_max_tokens=12, max_tokens=16)))
+
+
+def serve(app):
+    """Run ``app`` on a free 127.0.0.1 port in a thread; yield its base URL once it answers."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -41,11 +45,13 @@ def server(engine):
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert server.started, "the server did not start within 30 s"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        assert server.started, "the server did not start within 30 s"
+        yield f"http://127.0.0.1:{port}"
+    finally:  # also when a test leaves its `for base in serve(...)` loop by failing
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def test_openai_sdk_streams_over_tcp(server):
@@ -140,3 +146,16 @@ def test_a_client_leaving_mid_stream_does_not_stop_the_server(server):
     # the closed stream's rows stop at the next step; the server answers the next request in full
     done = httpx.post(f"{server}/v1/chat/completions", json={**body, "stream": False}).json()
     assert done["choices"][0]["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 16
+
+
+def test_page_asks_for_the_api_key_when_the_server_has_one(engine, browser):
+    for base in serve(create_app(engine, ServeSettings(api_key="secret", default_max_tokens=4))):
+        page = browser.new_page()
+        page.goto(base + "/")
+        page.wait_for_selector("#key-box:not([hidden])", timeout=15_000)
+        assert "missing API key" in page.locator("#error").inner_text()
+        page.fill("#api-key", "secret")
+        page.locator("#api-key").dispatch_event("change")
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        assert page.locator("[data-setting='a'] .objective").count() == len(engine.objectives)
+        page.close()
