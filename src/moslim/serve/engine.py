@@ -89,7 +89,11 @@ class Answer:
 
 
 class Engine:
-    """The loaded policy (optional), reward model (optional), objectives and prompt template."""
+    """The loaded policy (optional), reward model (optional), objectives and prompt template.
+
+    Calls to ``generate`` must not overlap (the fast decoder holds one batch's state): the app runs them
+    all on one model thread.
+    """
 
     def __init__(self, objectives: ObjectiveSet, template: PromptTemplate | None = None, *, policy=None,
                  tokenizer=None, scorer=None, model_name: str = "moslim", mapping: str = "zscore",
