@@ -149,6 +149,21 @@ def test_completions_end_at_their_first_eos_which_they_include(tiny_lm):
     assert 0 < ended < len(completions)  # both cases happened, and compaction ran between them
 
 
+def test_on_step_sees_every_token_once_and_stops_the_rows_it_returns(tiny_lm):
+    seen: dict[int, list[int]] = {}
+    caps = [2, 9, 4, 1, 9]  # per-row token caps, as a server applies them
+
+    def on_step(rows, tokens):
+        for row, token in zip(rows, tokens):
+            seen.setdefault(row, []).append(token)
+        return [row for row in rows if len(seen[row]) >= caps[row]]
+
+    completions, _ = generate_batch(tiny_lm, None, PROMPTS, max_new_tokens=9, eos_token_ids=[],
+                                    generator=torch.Generator().manual_seed(5), dtype=torch.float32, on_step=on_step)
+    assert [len(c) for c in completions] == caps
+    assert [seen[row] for row in range(len(PROMPTS))] == completions
+
+
 def test_unsupported_architecture_falls_back_to_the_models_own_forward(tiny_lm):
     assert fast_decode.static_support(tiny_lm, 100) is None
     assert "GPT2" in fast_decode.static_support(type("GPT2LMHeadModel", (), {})(), 100)

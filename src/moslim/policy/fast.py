@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "fast", "trl")
 COMPACT_BELOW = 0.75  # drop finished rows once fewer than this share of the decoded rows is still going
+OnStep = Callable[[list[int], list[int]], Iterable[int] | None]  # (rows, tokens) -> rows to stop
 
 
 def use_fast_path(setting: str, device) -> bool:
@@ -61,7 +62,8 @@ def default_eos_ids(model, tokenizer) -> list[int]:
 def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                    eos_token_ids: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                   dtype: torch.dtype | None = None) -> tuple[list[list[int]], list[list[float]]]:
+                   dtype: torch.dtype | None = None, on_step: OnStep | None = None, decoder=None
+                   ) -> tuple[list[list[int]], list[list[float]]]:
     """Sample one completion per prompt; return (completion_ids, logprobs), one list per prompt.
 
     A completion stops after its first end-of-sequence token, which it includes (as TRL's own
@@ -70,6 +72,10 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     Identical prompts are prefilled once. ``dtype`` is the decoding dtype (default: bfloat16 where the
     CPU runs it natively); ``generator`` seeds the draws (on the model's device, where decoding runs;
     tested on CPU). The model is put in eval mode for the call.
+    ``on_step(rows, tokens)``, when given, sees after each step the rows that took a token and those
+    tokens (a server streams them from there); it may return rows to stop now (a per-row token cap, a
+    client gone), which end as they are. ``decoder``: one ``make_decoder`` built earlier for the same,
+    unchanged weights (a server's), which skips casting and packing them again (~0.2 s on SmolLM2).
     """
     check_sampling(temperature, top_p, top_k)
     if max_new_tokens < 1:
@@ -86,15 +92,16 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     was_training = model.training
     model.eval()
     try:
-        decoder = _decoder(model, capacity, dtype)
+        decoder = decoder or make_decoder(model, capacity, dtype)
         logits = decoder.prefill(ids, mask, rows, capacity)
         return _decode(decoder, logits, len(prompt_ids), max_new_tokens, eos,
-                       dict(temperature=temperature, top_p=top_p, top_k=top_k, generator=generator))
+                       dict(temperature=temperature, top_p=top_p, top_k=top_k, generator=generator), on_step)
     finally:
         model.train(was_training)
 
 
-def _decoder(model, capacity: int, dtype):
+def make_decoder(model, capacity: int, dtype: torch.dtype | None = None):
+    """The fast decoder for ``model`` (``StaticDecoder``, else ``HFDecoder``), for up to ``capacity`` tokens."""
     reason = static_support(model, capacity)
     if reason is None:
         return StaticDecoder(model, dtype or generation_dtype(model))
@@ -102,7 +109,8 @@ def _decoder(model, capacity: int, dtype):
     return HFDecoder(model)
 
 
-def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tensor, sampling: dict):
+def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tensor, sampling: dict,
+            on_step: OnStep | None = None):
     completions: list[list[int]] = [[] for _ in range(num_rows)]
     logprobs: list[list[float]] = [[] for _ in range(num_rows)]
     decoded = list(range(num_rows))  # output row of each row the decoder holds
@@ -110,12 +118,17 @@ def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tens
     for step in range(max_new_tokens):
         tokens, token_logprobs = sample_next(logits, **sampling)
         ended = torch.isin(tokens, eos).tolist()
+        stepped = ([], [])  # (rows, tokens) that took a token this step
         for row, token, logprob, end in zip(decoded, tokens.tolist(), token_logprobs.tolist(), ended):
             if row in going:
                 completions[row].append(token)
                 logprobs[row].append(logprob)
+                stepped[0].append(row)
+                stepped[1].append(token)
                 if end:
                     going.discard(row)
+        if on_step is not None:
+            going.difference_update(on_step(*stepped) or ())
         if not going or step == max_new_tokens - 1:
             break
         if len(going) < COMPACT_BELOW * len(decoded):  # finished rows would keep costing compute
