@@ -309,3 +309,36 @@ def test_token_logprobs_equal_cross_entropy_with_its_gradient_and_entropy(monkey
     assert torch.allclose(mine.grad.float(), plain.grad.float(), atol=tolerance)
     assert not mine.grad[[2, 9]].any()
     assert not entropies.requires_grad
+
+
+def test_the_trl_members_the_fast_path_relies_on_exist(tiny_causal_lm_dir, tmp_path):
+    """Each private or public TRL member the fast path reads or replaces, by name: a TRL upgrade that drops one
+    fails here with its name, not inside an RL step."""
+    import inspect
+
+    from moslim.policy.fast import TRL_LOGPS_PARAMETERS, TRL_MEMBERS, check_trl_members
+
+    trainer = _grpo_trainer(tiny_causal_lm_dir, tmp_path)
+    for name in TRL_MEMBERS:
+        assert hasattr(trainer, name), f"GRPOTrainer has no {name}: the fast path needs it"
+    parameters = inspect.signature(trainer._get_per_token_logps_and_entropies).parameters
+    for name in TRL_LOGPS_PARAMETERS:
+        assert name in parameters, f"_get_per_token_logps_and_entropies takes no {name}"
+    check_trl_members(trainer)
+
+
+def test_check_trl_members_names_what_is_missing():
+    from moslim.policy.fast import check_trl_members
+
+    class Trainer:
+        accelerator = model = processing_class = None
+        max_completion_length, temperature, top_p, top_k, eos_token_ids = 8, 1.0, 1.0, 0, [0]
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep):
+            return None
+
+    with pytest.raises(RuntimeError, match=r"batch_size=.*compute_entropy=.*trl 1\.16"):
+        check_trl_members(Trainer())
+    del Trainer.temperature
+    with pytest.raises(RuntimeError, match="has no temperature"):
+        check_trl_members(Trainer())

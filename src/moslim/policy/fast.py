@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 SETTINGS = ("auto", "fast", "trl")
 COMPACT_BELOW = 0.75  # drop finished rows once fewer than this share of the decoded rows is still going
 OnStep = Callable[[list[int], list[int]], Iterable[int] | None]  # (rows, tokens) -> rows to stop
+# What the fast path reads from (or replaces on) a built GRPOTrainer / RLOOTrainer. Several are TRL's private
+# members, which is why pyproject.toml pins TRL's minor version; ``check_trl_members`` names a missing one.
+TRL_MEMBERS = ("_get_per_token_logps_and_entropies", "accelerator", "model", "processing_class",
+               "max_completion_length", "temperature", "top_p", "top_k", "eos_token_ids")
+TRL_LOGPS_PARAMETERS = ("model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy")
 
 
 def use_fast_path(setting: str, device) -> bool:
@@ -172,6 +177,7 @@ def make_rollout_func(*, max_new_tokens: int | None = None, temperature: float |
     del args, model, tokenizer
 
     def rollout(prompts: list, trainer) -> dict:
+        check_trl_members(trainer)
         if fast_logprobs and not getattr(trainer, "_moslim_fast_logprobs", False):
             enable_fast_logprobs(trainer)
         _check_trainer_sampling(trainer)
@@ -190,6 +196,24 @@ def make_rollout_func(*, max_new_tokens: int | None = None, temperature: float |
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     return rollout
+
+
+def check_trl_members(trainer) -> None:
+    """Raise a RuntimeError naming the TRL members the fast path needs and ``trainer`` lacks (a TRL upgrade)."""
+    import inspect
+
+    missing = [name for name in TRL_MEMBERS if not hasattr(trainer, name)]
+    logps = getattr(trainer, "_get_per_token_logps_and_entropies", None)
+    if logps is not None and not getattr(trainer, "_moslim_fast_logprobs", False):
+        parameters = inspect.signature(logps).parameters
+        missing += [f"_get_per_token_logps_and_entropies({name}=...)" for name in TRL_LOGPS_PARAMETERS
+                    if name not in parameters]
+    if missing:
+        import trl
+
+        raise RuntimeError(f"trl {trl.__version__}: {type(trainer).__name__} has no {', '.join(missing)}; moslim's "
+                           f"fast CPU path was written against trl 1.16 (the version pyproject.toml pins). Install "
+                           f"trl 1.16.x, or set train.rollout: trl to use TRL's own generation")
 
 
 def _check_trainer_sampling(trainer) -> None:
@@ -372,6 +396,7 @@ def enable_fast_logprobs(trainer) -> None:
     """Switch a built ``GRPOTrainer`` (or ``RLOOTrainer``) to ``completion_logprobs`` for text-only
     models without MoE auxiliary losses (anything else keeps TRL's own path), with eager attention
     on CPU."""
+    check_trl_members(trainer)
     original = trainer._get_per_token_logps_and_entropies
 
     def patched(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
