@@ -72,10 +72,9 @@ def split_prompts(seed: int, validation: int):
 
 def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens):
     """Verbosity controllability by the exact judge, and the reward model's accuracy on the same answers."""
-    from scipy.stats import spearmanr
-
     from moslim.data.labelling import verbosity_level
     from moslim.data.schema import prompt_text
+    from moslim.evaluation.controllability import level_metrics
     from moslim.evaluation.judges import ModelJudge, RefusalJudge
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
@@ -91,16 +90,24 @@ def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens)
     questions = [prompt_text(r.prompt) for r, _ in cells]
     requested = [level for _, level in cells]
     achieved = [verbosity_level(a, spec) for a in answers]
-    result = {"spearman": float(spearmanr(requested, achieved).statistic),
-              "hit_rate": sum(a == r for a, r in zip(achieved, requested)) / len(cells),
+    groups = [r.id for r, _ in cells]
+    metrics = level_metrics(requested, achieved, groups)
+    result = {"spearman": metrics["spearman"]["value"], "spearman_ci": metrics["spearman"]["ci"],
+              "hit_rate": metrics["hit_rate"]["value"], "hit_rate_ci": metrics["hit_rate"]["ci"],
+              "rows": {"prompt": groups, "requested": requested, "achieved": achieved},
               "mean_level_by_request": {str(lv): sum(a for a, r in zip(achieved, requested) if r == lv)
                                         / len(records) for lv in levels},
               "mean_words": sum(len(a.split()) for a in answers) / len(answers)}
     rm = RewardScorer.from_pretrained(scorer_path)
     with torch.no_grad():
         predicted = rm.score(questions, answers).argmax(-1)  # (n, k)
-    accuracy = {"verbosity": float((predicted[:, rm.objectives.index("verbosity")]
-                                    == torch.tensor(achieved)).float().mean())}
+    rm_verbosity = predicted[:, rm.objectives.index("verbosity")].tolist()
+    accuracy = {"verbosity": sum(g == t for g, t in zip(rm_verbosity, achieved)) / len(achieved),
+                "verbosity_within_one": sum(abs(g - t) <= 1 for g, t in zip(rm_verbosity, achieved)) / len(achieved),
+                "verbosity_by_true_level": {
+                    str(lv): (sum(g == lv for g, t in zip(rm_verbosity, achieved) if t == lv)
+                              / max(1, achieved.count(lv))) for lv in levels},
+                "verbosity_true_level_shares": {str(lv): achieved.count(lv) / len(achieved) for lv in levels}}
     if judge_path:
         refusal = RefusalJudge(ModelJudge.from_path(judge_path, name="judge", only=["refusal"]))
         truth = refusal.levels(questions, answers, tags=[r.tags for r, _ in cells])["harmlessness"]
@@ -115,6 +122,20 @@ def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens)
     accuracy["helpfulness_level_shares"] = {str(lv): helpful.count(lv) / len(helpful) for lv in range(3)}
     result["reward_model_on_policy_answers"] = accuracy
     return result
+
+
+def change_vs_base(base: dict, after: dict) -> dict:
+    """Spearman and hit-rate change over the base policy, with paired bootstrap intervals over prompts."""
+    from moslim.evaluation.controllability import hit_rate, paired_change, spearman
+
+    b, a = base["rows"], after["rows"]
+    requested, achieved = b["requested"] + a["requested"], b["achieved"] + a["achieved"]
+    is_after, groups = [False] * len(b["requested"]) + [True] * len(a["requested"]), b["prompt"] + a["prompt"]
+    out = {}
+    for name, metric in (("spearman", spearman), ("hit_rate", hit_rate)):
+        value, (low, high) = paired_change(metric, requested, achieved, is_after, groups)
+        out[name] = {"value": value, "ci": [low, high]}
+    return out
 
 
 def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
@@ -142,9 +163,11 @@ def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
     trainer.train()
     seconds = time.perf_counter() - start
     final = save_policy(trainer, objs, template, run_dir / "final", "merged")
+    history = [{key: value for key, value in entry.items() if key in ("step", "reward", "kl")
+                or key.startswith("completions/mean_length")} for entry in trainer.state.log_history]
     del trainer
     after = evaluate(final, args.rm, args.judge, val_records, objectives, spec, args.tokens)
-    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "after": after}
+    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history, "after": after}
 
 
 def main() -> None:
@@ -154,7 +177,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="GRPO steps per arm (the same for every arm)")
     parser.add_argument("--validation", type=int, default=32, help="validation prompts (half safe, half unsafe)")
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"comma-separated, from {', '.join(ARMS)} and 'demo' (evaluate --demo-policy as is)")
+    parser.add_argument("--demo-policy", default="runs/demo/rl/final",
+                        help="the 'demo' arm's policy: the demo's RL stage output (its RL prompts include the "
+                             "validation prompts, so it is a reference point, not a held-out arm)")
     parser.add_argument("--out", default="runs/study")
     args = parser.parse_args()
 
@@ -178,13 +205,20 @@ def main() -> None:
     for arm in args.arms.split(","):
         path = out / f"{arm}.json"
         if not path.exists():
-            result = run_arm(arm, args, train_records, val_records, objectives, spec, out)
+            if arm == "demo":  # a policy trained elsewhere (the demo's own RL stage): evaluated, not trained
+                result = {"arm": arm, "policy": args.demo_policy, "after": evaluate(
+                    Path(args.demo_policy), args.rm, args.judge, val_records, objectives, spec, args.tokens)}
+            else:
+                result = run_arm(arm, args, train_records, val_records, objectives, spec, out)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
             os.replace(tmp, path)
         results[arm] = json.loads(path.read_text(encoding="utf-8"))
         after = results[arm]["after"]
-        print(f"{arm}: Spearman {results['base']['spearman']:.2f} -> {after['spearman']:.2f}, hit rate "
+        after["change_vs_base"] = change_vs_base(results["base"], after)
+        change = after["change_vs_base"]["spearman"]
+        print(f"{arm}: Spearman {results['base']['spearman']:.2f} -> {after['spearman']:.2f} "
+              f"({change['value']:+.2f} [{change['ci'][0]:+.2f}, {change['ci'][1]:+.2f}]), hit rate "
               f"{results['base']['hit_rate']:.2f} -> {after['hit_rate']:.2f}, reward model on the policy's answers "
               f"{json.dumps(after['reward_model_on_policy_answers'])}", flush=True)
     (out / "study.json").write_text(json.dumps(results, indent=1), encoding="utf-8")

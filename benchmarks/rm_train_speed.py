@@ -1,0 +1,191 @@
+"""Reward-model training cost per example: the old recipe, bf16, and frozen cached layers, against a roofline.
+
+    nice -n 5 .venv/bin/python benchmarks/rm_train_speed.py [--rows 64] [--batch 32] [--repeats 5]
+
+The demo's reward model (``configs/demo/rm.yaml``: SmolLM2-135M-Instruct cut to 8 layers, 128 tokens, real
+rows of the shipped training set) trained three ways, timed in turns in this one process:
+
+- ``full fp32``: every layer trained, fp32 (the recipe before the cache);
+- ``full bf16``: every layer trained, bf16 autocast;
+- ``cached bf16``: embeddings + the first ``freeze_layers`` layers run once per row (no gradients, bf16) and
+  kept; each step runs only the top layers and the heads on the cache (the demo's recipe).
+
+A step is forward + loss + backward + AdamW on ``--batch`` rows. The bound of each step is its FLOPs over
+this machine's matmul rate measured in the same run (fp32 for fp32 steps, bf16 for bf16): 6 FLOPs per
+trained weight per token (forward, gradient of the input and of the weight), 4 per frozen weight that the
+backward must still pass through (forward and input gradient), 2 per weight of the cache pass, plus
+attention's scores. Tokens are the batch's real tokens (no padding counted). Prints ms per training example,
+each path's ratio to its bound, and the cost of E epochs over the same rows (the cache paid once).
+Writes ``runs/bench/rm_train_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a plain (n x n) @ (n x n) matmul in ``dtype``: the best of ``repeats`` after a warm-up."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def layer_params(model) -> tuple[int, int]:
+    """(weights of one transformer layer, weights of the heads)."""
+    from moslim.reward.frozen import layer_stack
+
+    owner, name = layer_stack(model.backbone)
+    layer = getattr(owner, name)[0]
+    return sum(p.numel() for p in layer.parameters()), sum(p.numel() for p in model.heads.parameters())
+
+
+def step_flops(rows: int, tokens: int, squares: int, per_layer: int, heads: int, hidden: int, trained: int,
+               frozen: int) -> float:
+    """FLOPs of one training step: ``trained`` layers with weight gradients, ``frozen`` layers the backward
+    passes through (0 when they sit below every trained layer, as in the cached path), the heads.
+    ``squares`` = sum over rows of t_i^2 (attention's QK^T and AV: 4 * t^2 * d per layer forward)."""
+    attention = 4 * squares * hidden
+    return (trained * (6 * per_layer * tokens + 3 * attention) + frozen * (4 * per_layer * tokens + 2 * attention)
+            + 6 * heads * rows)  # the heads read one pooled vector per row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/demo/rm.yaml")
+    parser.add_argument("--rows", type=int, default=64, help="training rows timed (several steps)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the rows per path")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs for the whole-run cost line")
+    parser.add_argument("--out", default="runs/bench/rm_train_speed.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    from transformers import AutoTokenizer
+
+    from moslim.config import load_config
+    from moslim.models import resolve
+    from moslim.reward.config import RewardTrainConfig
+    from moslim.reward.data import label_tensor, load_examples, read_objectives
+    from moslim.reward.encoding import PairEncoder, pad_id_of
+    from moslim.reward.frozen import FrozenPrefix, freeze_prefix
+    from moslim.reward.losses import per_head_losses
+    from moslim.reward.train import _logits, build_model
+
+    config = load_config(RewardTrainConfig, args.config)
+    objectives, labelling = read_objectives(config.data.objectives)
+    path = resolve(config.model.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    pad_id = pad_id_of(tokenizer)
+    examples = load_examples(config.data.train, objectives, args.rows, seed=0)
+    labels = label_tensor(examples, objectives)
+    section = config.model
+    n_frozen = section.freeze_layers or 6
+    full_section = dataclasses.replace(section, freeze_layers=None)
+    model = build_model(full_section, path, tokenizer, objectives, labelling, seed=0)
+    encoder = PairEncoder(tokenizer, model.config.input_format, config.data.max_length)
+    encoded = [encoder.encode(e.prompt, e.response) for e in examples]
+    device = torch.device("cpu")
+    n_layers = model.config.text_config.num_hidden_layers
+    hidden = model.config.text_config.hidden_size
+    per_layer, heads = layer_params(model)
+    batches = [list(range(i, min(i + args.batch, len(encoded)))) for i in range(0, len(encoded), args.batch)]
+    tokens = [sum(len(encoded[i].input_ids) for i in rows) for rows in batches]
+    squares = [sum(len(encoded[i].input_ids) ** 2 for i in rows) for rows in batches]
+
+    rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    print(f"matmul rate: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
+
+    num_classes = objectives.num_classes
+
+    def make_pass(bf16: bool, prefix):
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-5)
+
+        def one_pass() -> None:
+            for rows in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = _logits(model, prefix, "train", rows, encoded, pad_id, device)
+                losses, _ = per_head_losses(logits, labels[rows], num_classes)
+                losses.sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        return one_pass
+
+    model.train()
+    passes = {"full fp32": make_pass(False, None), "full bf16": make_pass(True, None)}
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    for fn in passes.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in passes.items():
+            times[name].append(_seconds(fn))
+
+    # The cached path: the same model with its lower layers frozen; the cache is timed once (it is paid once).
+    freeze_prefix(model.backbone, n_frozen)
+    prefix = FrozenPrefix(model, n_frozen, pad_id, device, batch_size=2 * args.batch, autocast=True)
+    prefix.encode(encoded[: args.batch])  # warm-up
+    cache_seconds = min(_seconds(lambda: prefix.encode(encoded)) for _ in range(2))
+
+    class Cached:  # what reward.train._logits expects of a cache
+        pass
+    cached = Cached()
+    cached.prefix, cached.states = prefix, {"train": prefix.encode(encoded)}
+    top = make_pass(True, cached)
+    top()
+    times["cached bf16"] = [_seconds(top) for _ in range(args.repeats)]
+
+    n_rows, n_tokens, n_squares = len(encoded), sum(tokens), sum(squares)
+    bounds = {
+        "full fp32": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0) / rates["fp32"],
+        "full bf16": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0) / rates["bf16"],
+        "cached bf16": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0)
+        / rates["bf16"],
+    }
+    cache_bound = (2 * per_layer * n_tokens + 4 * n_squares * hidden) * n_frozen / rates["bf16"]
+    report = {"settings": vars(args), "rows": n_rows, "tokens": n_tokens, "layers": n_layers, "frozen": n_frozen,
+              "matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "paths": {}}
+    print(f"\n{n_rows} rows ({n_tokens} tokens), batches of {args.batch}, {n_layers} layers "
+          f"({n_frozen} frozen in the cached path); median of {args.repeats} passes\n")
+    print(f"{'path':<14} {'ms/example':>11} {'bound ms':>9} {'x bound':>8} {'vs full fp32':>13}")
+    base = statistics.median(times["full fp32"]) / n_rows
+    for name, values in times.items():
+        per = statistics.median(values) / n_rows
+        bound = bounds[name] / n_rows
+        report["paths"][name] = {"ms_per_example": 1e3 * per, "bound_ms_per_example": 1e3 * bound,
+                                 "ratio_to_bound": per / bound, "speedup_vs_full_fp32": base / per}
+        print(f"{name:<14} {1e3 * per:>11.2f} {1e3 * bound:>9.2f} {per / bound:>8.2f} {base / per:>12.2f}x")
+    cache_per = cache_seconds / n_rows
+    print(f"{'cache (once)':<14} {1e3 * cache_per:>11.2f} {1e3 * cache_bound / n_rows:>9.2f} "
+          f"{cache_seconds / cache_bound:>8.2f}")
+    top_per = statistics.median(times["cached bf16"]) / n_rows
+    whole = {"full fp32": args.epochs * base, "cached bf16": cache_per + args.epochs * top_per}
+    print(f"\n{args.epochs} epochs per example: full fp32 {1e3 * whole['full fp32']:.1f} ms, cached bf16 "
+          f"{1e3 * whole['cached bf16']:.1f} ms (cache included): {whole['full fp32'] / whole['cached bf16']:.2f}x")
+    report["cache"] = {"ms_per_example": 1e3 * cache_per, "ratio_to_bound": cache_seconds / cache_bound}
+    report["epochs_ms_per_example"] = {k: 1e3 * v for k, v in whole.items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
