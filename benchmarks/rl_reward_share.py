@@ -31,7 +31,8 @@ from trl import GRPOConfig, GRPOTrainer
 from moslim import models
 from moslim.config import from_dict
 from moslim.objectives import ObjectiveSet
-from moslim.policy.data import asset_path, build_rl_dataset, read_prompt_records
+from moslim.paths import resolve_path
+from moslim.policy.data import build_rl_dataset, read_prompt_records
 from moslim.policy.reward_fn import MoslimReward, completion_text
 from moslim.policy.train import RLConfig, StepTimer, build_trainer
 
@@ -43,7 +44,7 @@ def trivial_reward(completions, **kwargs):
 def random_head_rm(folder: Path) -> Path:
     from moslim.reward.model import MultiHeadRewardModel, save_reward_model
 
-    objectives = ObjectiveSet.from_yaml(asset_path("moslim:assets/demo/objectives.yaml"))
+    objectives = ObjectiveSet.from_yaml(resolve_path("moslim:assets/demo/objectives.yaml"))
     backbone = models.resolve("all-minilm-l6-v2")
     model = MultiHeadRewardModel.from_backbone(backbone, objectives, seed=0)
     return save_reward_model(model, AutoTokenizer.from_pretrained(backbone), folder / "rm")

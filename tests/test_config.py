@@ -3,7 +3,7 @@ from typing import Any, Literal
 
 import pytest
 
-from moslim.config import load_config
+from moslim.config import bounded, load_config
 
 
 @dataclass
@@ -55,3 +55,37 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         load_config(Job, None, ["optim.lr"])
     with pytest.raises(ValueError, match="does not exist"):
         load_config(Job, tmp_path / "nope.yaml")
+
+
+@dataclass
+class Ranged:
+    steps: int | None = None
+    batch: int = bounded(8, low=1)
+    temperature: float = bounded(1.0, low=0, low_inclusive=False)
+    top_p: float = bounded(1.0, high=1)
+    offset: float = bounded(0.0, low=None)
+    sizes: list[int] = field(default_factory=list)
+
+
+def test_numbers_are_range_checked_when_read(tmp_path):
+    cfg = load_config(Ranged, write(tmp_path, "steps: 0\nbatch: 1\ntemperature: 0.5\noffset: -3\nsizes: [0, 2]\n"))
+    assert (cfg.steps, cfg.batch, cfg.offset, cfg.sizes) == (0, 1, -3.0, [0, 2])
+    bad = {"steps: -5": r"steps: -5 is out of range; expected a number >= 0",
+           "batch: 0": r"batch: 0 is out of range; expected a number >= 1",
+           "temperature: 0": r"expected a number > 0", "top_p: 1.5": r"expected a number >= 0 and <= 1",
+           "sizes: [1, -1]": r"sizes: -1 is out of range", "temperature: .nan": "got nan"}
+    for text, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            load_config(Ranged, write(tmp_path, text + "\n"))
+
+
+def test_an_override_error_names_the_override_not_the_yaml(tmp_path):
+    path = write(tmp_path, "optim:\n  steps: 5\n")
+    with pytest.raises(ValueError, match=r"^override 'optim.steps=-5': -5 is out of range"):
+        load_config(Job, path, ["optim.steps=-5"])
+    with pytest.raises(ValueError, match=r"^override 'optim.steps=x': expected an integer"):
+        load_config(Job, path, ["optim.steps=x"])
+    with pytest.raises(ValueError, match=r"^override 'optim.stpes=1': unknown key 'stpes'"):
+        load_config(Job, path, ["optim.stpes=1"])
+    with pytest.raises(ValueError, match=r"c\.yaml:optim:steps: expected an integer"):
+        load_config(Job, write(tmp_path, "optim:\n  steps: x\n"), ["optim.lr=1"])

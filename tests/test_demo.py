@@ -106,7 +106,8 @@ def test_demo_configs_load_and_every_stage_accepts_its_overrides(name):
 def test_eval_config_names_its_command_and_ships_its_prompts():
     from moslim.config import load_config
     from moslim.demo import REPO_ROOT
-    from moslim.evaluation.runner import EvalConfig, resolve_path
+    from moslim.evaluation.runner import EvalConfig
+    from moslim.paths import resolve_path
 
     path = REPO_ROOT / "configs" / "demo" / "eval.yaml"
     assert path.read_text().startswith("# moslim eval --config configs/demo/eval.yaml")

@@ -3,12 +3,19 @@
 ``load_config(TrainConfig, "configs/rm.yaml", ["train.lr=1e-4"])`` reads the YAML, applies the
 overrides, and builds the dataclass tree. Unknown keys are rejected with a "did you mean"; a field
 typed ``dict[str, Any]`` is a pass-through section (e.g. TRL's own options, which TRL validates).
+
+Numbers are range-checked as they are read, before anything loads: every int / float field must be >= 0
+unless its field says otherwise with :func:`bounded` (``max_steps: int | None = bounded(None, low=1)``).
+An error names where the value came from: ``configs/rm.yaml:train:max_steps`` or, for a value given on the
+command line, ``override 'train.max_steps=-5'``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +24,29 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+RANGE = "moslim_range"  # dataclass field metadata key: (low, high, low_inclusive)
+# (YAML file, {dotted key: override item}) of the load in progress: error messages name the value's origin.
+_ORIGINS: contextvars.ContextVar[tuple[str, dict[str, str]]] = contextvars.ContextVar("_ORIGINS", default=("", {}))
+
+
+def bounded(default: Any = dataclasses.MISSING, *, low: float | None = 0, high: float | None = None,
+            low_inclusive: bool = True, **kwargs: Any) -> Any:
+    """A dataclass field whose numbers must lie in [low, high] (``low_inclusive=False``: above ``low``).
+
+    Unbounded fields get the default range: >= 0. ``low=None`` allows any number (e.g. a signed offset)."""
+    return dataclasses.field(default=default, metadata={RANGE: (low, high, low_inclusive)}, **kwargs)
+
+
+def _place(where: str) -> str:
+    """``where`` (``source:section:field``) as the user wrote it: the YAML place, or the override that set it."""
+    source, overrides = _ORIGINS.get()
+    dotted = where[len(source) + 1:].replace(":", ".") if source and where.startswith(source + ":") else \
+        where.replace(":", ".")
+    dotted = dotted.split("[")[0]
+    for key, item in overrides.items():
+        if dotted == key or dotted.startswith(key + "."):
+            return f"override {item!r}"
+    return where
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -32,9 +62,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ValueError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the top level must be a mapping of sections")
+    origins: dict[str, str] = {}
     for item in overrides or []:
         apply_override(data, item)
-    return from_dict(cls, data, source)
+        origins[item.partition("=")[0].strip()] = item
+    token = _ORIGINS.set((source, origins))
+    try:
+        return from_dict(cls, data, source)
+    finally:
+        _ORIGINS.reset(token)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -54,7 +90,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise ValueError(f"{_place(where)}: expected a mapping for {cls.__name__}, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -62,14 +98,35 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(fields), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
-        raise ValueError(f"{where}: unknown key {key!r} in {cls.__name__}{hint}")
-    kwargs = {name: _convert(hints[name], value, f"{where}:{name}" if where else name)
-              for name, value in data.items()}
+        place = _place(f"{where}:{key}" if where else key)
+        raise ValueError(f"{place}: unknown key {key!r} in {cls.__name__}{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        at = f"{where}:{name}" if where else name
+        kwargs[name] = _check_range(fields[name], _convert(hints[name], value, at), at)
     try:
         obj = cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ValueError(f"{_place(where)}: {err}") from None
     return obj
+
+
+def _check_range(spec: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` when its numbers lie in the field's range (see :func:`bounded`; default >= 0), else ValueError."""
+    low, high, low_inclusive = spec.metadata.get(RANGE, (0, None, True))
+    numbers = value if isinstance(value, list | tuple) else [value]
+    for number in numbers:
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            continue
+        if math.isnan(number):
+            raise ValueError(f"{_place(where)}: expected a number, got nan")
+        too_low = low is not None and (number < low or (number == low and not low_inclusive))
+        if too_low or (high is not None and number > high):
+            expected = " and ".join(part for part in (
+                (f">= {low}" if low_inclusive else f"> {low}") if low is not None else "",
+                f"<= {high}" if high is not None else "") if part)
+            raise ValueError(f"{_place(where)}: {number!r} is out of range; expected a number {expected}")
+    return value
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -86,30 +143,30 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
+        raise ValueError(errors[0] if len(errors) == 1 else f"{_place(where)}: {value!r} matches none of {tp}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, where)
     if origin is typing.Literal:
         if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ValueError(f"{_place(where)}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected a list, got {value!r}")
         inner = args[0] if args else Any
         items = [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected true/false, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
@@ -118,11 +175,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
+            raise ValueError(f"{_place(where)}: expected a string, got {value!r}")
         return str(value)
     return value
 

@@ -145,6 +145,32 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
+def check_reference(name_or_path: str | os.PathLike, what: str = "model") -> None:
+    """Fail fast, before anything loads: a ValueError unless ``name_or_path`` is a built-in name, a local model
+    folder with a config.json and weights, or something that can be a hub id ("org/name", no such local folder).
+
+    A path whose parent folder exists here ("runs/rm" with a runs/ folder) is taken as a local folder, not a hub id.
+    """
+    text = str(name_or_path)
+    if text in BUILTINS:
+        return
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ValueError(f"{what} {path} is not a Hugging Face model folder (no config.json)")
+        if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+            raise ValueError(f"{what} folder {path} holds no weights (*.safetensors): an interrupted save? "
+                             f"Train or save it again")
+        return
+    if "/" not in text and not text.startswith((".", "~")):
+        return  # a bare hub id ("gpt2")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.parent.is_dir():
+        raise ValueError(f"{what} folder {text} does not exist")
+
+
 def resolve(name_or_path: str | os.PathLike) -> str:
     """A built-in name, a local folder, or a hub id -> what ``from_pretrained`` should be given.
 
@@ -155,13 +181,10 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     text = str(name_or_path)
     if text in BUILTINS:
         return str(prepare(text))
+    check_reference(text)
     path = Path(text).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
-            raise ValueError(f"{path} is not a Hugging Face model folder (no config.json)")
         return str(path)
-    if text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise ValueError(f"model folder {text} does not exist")
     if _hub_offline():
         from huggingface_hub import try_to_load_from_cache
 

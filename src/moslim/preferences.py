@@ -75,6 +75,8 @@ class Preference:
                     raise ValueError(
                         f"preference part {part!r} should look like 'objective=level', e.g. 'verbosity=1'"
                     )
+                if name.strip() in targets:
+                    raise ValueError(f"preference {text!r} names {name.strip()!r} twice; give each objective once")
                 targets[name.strip()] = int(value)
             pref = cls.of(targets)
         return pref.validate(objectives) if objectives is not None else pref

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from moslim.config import load_config
+from moslim.paths import resolve_path
 from moslim.reward.config import RewardTrainConfig
-from moslim.reward.data import resolve_path
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 FILES = sorted(CONFIGS.glob("rm*.yaml")) + [CONFIGS / "demo" / "rm.yaml", CONFIGS / "demo" / "judge.yaml"]

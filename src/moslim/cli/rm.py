@@ -81,7 +81,10 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from moslim.reward.data import iter_jsonl, resolve_path
+    from moslim.data.readers import write_jsonl
+    from moslim.models import check_reference
+    from moslim.paths import resolve_path
+    from moslim.reward.data import iter_jsonl
     from moslim.reward.scorer import RewardScorer, expected_levels
 
     records = []
@@ -89,24 +92,30 @@ def run_score(args: argparse.Namespace) -> int:
     for line_no, record in iter_jsonl(path):
         if not isinstance(record, dict) or "prompt" not in record or "response" not in record:
             raise ValueError(f"{path}:{line_no}: expected an object with 'prompt' and 'response' fields")
+        response = record["response"]
+        if not isinstance(response, str) or not response.strip():
+            raise ValueError(f"{path}:{line_no}: 'response' must be a non-empty string (as `moslim data "
+                             f"validate` requires), got {response!r}")
         records.append(record)
+    check_reference(args.model, "--model")
     scorer = RewardScorer.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
                                           max_length=args.max_length)
     names, sizes = scorer.objectives.names, scorer.objectives.num_classes.tolist()
     chunk = max(args.batch_size * 8, 1)
-    with open(args.output, "w", encoding="utf-8") as handle:
-        for start in tqdm(range(0, len(records), chunk), desc="rm score", unit="chunk"):
-            part = records[start:start + chunk]
-            probs = scorer.score([r["prompt"] for r in part], [r["response"] for r in part])
-            levels, expected = probs.argmax(-1), expected_levels(probs)
-            for row, record in enumerate(part):
-                handle.write(json.dumps({
-                    "id": record.get("id", str(start + row)),
-                    "probs": {n: [round(p, 6) for p in probs[row, i, :c].tolist()]
-                              for i, (n, c) in enumerate(zip(names, sizes))},
-                    "levels": {n: int(levels[row, i]) for i, n in enumerate(names)},
-                    "expected_levels": {n: round(float(expected[row, i]), 4) for i, n in enumerate(names)},
-                }) + "\n")
+    rows = []
+    for start in tqdm(range(0, len(records), chunk), desc="rm score", unit="chunk"):
+        part = records[start:start + chunk]
+        probs = scorer.score([r["prompt"] for r in part], [r["response"] for r in part])
+        levels, expected = probs.argmax(-1), expected_levels(probs)
+        for row, record in enumerate(part):
+            rows.append({
+                "id": record.get("id", str(start + row)),
+                "probs": {n: [round(p, 6) for p in probs[row, i, :c].tolist()]
+                          for i, (n, c) in enumerate(zip(names, sizes))},
+                "levels": {n: int(levels[row, i]) for i, n in enumerate(names)},
+                "expected_levels": {n: round(float(expected[row, i]), 4) for i, n in enumerate(names)},
+            })
+    write_jsonl(args.output, rows)  # atomic, and only once every record scored
     Console().print(f"scored {len(records)} records into {args.output}")
     return 0
 

@@ -19,10 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moslim.config import bounded
+from moslim.data.readers import write_jsonl
 from moslim.data.schema import PromptRecord, prompt_text
 from moslim.evaluation.judges import Judge, independent_judge_for
 from moslim.evaluation.metrics import clean_nans, controllability, pair_pareto, rl_change
+from moslim.models import check_reference
 from moslim.objectives import ObjectiveSet
+from moslim.paths import resolve_path
 from moslim.preferences import Preference, pair_grid, single_objective_grid
 
 log = logging.getLogger(__name__)
@@ -46,18 +50,18 @@ class GridConfig:
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 160  # ~135 words at ~0.85 words/token: every verbosity level is reachable
-    temperature: float = 0.7
-    top_p: float = 0.95
-    samples: int = 1  # completions per (prompt, preference)
-    batch_size: int = 16
+    max_new_tokens: int = bounded(160, low=1)  # ~135 words at ~0.85 words/token: every verbosity level is reachable
+    temperature: float = bounded(0.7, low=0, low_inclusive=False)
+    top_p: float = bounded(0.95, low=0, low_inclusive=False, high=1)
+    samples: int = bounded(1, low=1)  # completions per (prompt, preference)
+    batch_size: int = bounded(16, low=1)
     seed: int = 0
 
 
 @dataclass
 class BootstrapConfig:
-    num_resamples: int = 1000  # resamples of the prompts
-    confidence: float = 0.95
+    num_resamples: int = bounded(1000, low=1)  # resamples of the prompts
+    confidence: float = bounded(0.95, low=0, low_inclusive=False, high=0.999999)
     seed: int = 0
 
 
@@ -70,7 +74,7 @@ class EvalConfig:
     objectives: str | None = None  # objectives YAML with a `labelling:` spec (exact verbosity judge)
     prompts: str = ""  # held-out prompts JSONL
     template: str | None = None  # prompt template YAML the policy was trained with (null = default)
-    num_prompts: int = 20
+    num_prompts: int = bounded(20, low=1)
     prompt_seed: int = 0
     # Held-out macro-F1 a judge model must reach on an objective for its controllability figures to be shown
     # (exact judges always count); below it the report says the objective cannot be judged.
@@ -171,14 +175,6 @@ def _fingerprint(folder: str) -> list[tuple[str, int, int]]:
     if not folder or not path.is_dir():
         return []
     return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # atomic: a half-written file never looks finished
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -370,13 +366,6 @@ def build_judges(cfg: EvalConfig) -> tuple[ObjectiveSet, list[Judge]]:
     return objectives, [*judges, reward_model]
 
 
-def resolve_path(path: str) -> Path:
-    """``moslim:assets/...`` names a file shipped inside the package; anything else is a plain path."""
-    if path.startswith("moslim:"):
-        return Path(__file__).resolve().parent.parent / path.removeprefix("moslim:")
-    return Path(path)
-
-
 def policy_template(cfg: EvalConfig):
     """The template the RL policy was trained with (saved next to it), also used for the base policy:
     the control sees exactly the same preference prompts."""
@@ -395,6 +384,11 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     for key in ("policy", "reward_model", "prompts"):
         if not getattr(cfg, key):
             raise ValueError(f"eval: '{key}' is required (a path), got nothing")
+    for key in ("policy", "base_policy", "reward_model", "judge"):  # before any generation
+        if getattr(cfg, key):
+            check_reference(getattr(cfg, key), key)
+    if not resolve_path(cfg.prompts).is_file():
+        raise ValueError(f"eval: prompts file {cfg.prompts} does not exist")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     objectives, judges = build_judges(cfg)

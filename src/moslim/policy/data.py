@@ -16,22 +16,16 @@ from datasets import Dataset
 
 from moslim.data.schema import PromptRecord, prompt_text
 from moslim.objectives import ObjectiveSet
+from moslim.paths import resolve_path
 from moslim.preferences import PreferenceSampler, PromptTemplate, build_messages
 
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def asset_path(text: str | Path) -> Path:
-    """``"moslim:assets/demo/prompts_train.jsonl"`` -> the file inside the installed package; else a path."""
-    text = str(text)
-    return PACKAGE_ROOT / text.removeprefix("moslim:") if text.startswith("moslim:") else Path(text)
 
 
 def read_prompt_records(path: str | Path) -> list[PromptRecord]:
     """PromptRecord JSONL (``{"id", "prompt", "source", "tags"}``); ``moslim.data.read_prompts`` when present."""
-    path = asset_path(path)
+    path = resolve_path(path)
     try:
         from moslim.data import read_prompts  # the data package's validating reader
     except ImportError:
@@ -65,7 +59,7 @@ def load_template(path: str | Path | None) -> PromptTemplate:
         return PromptTemplate()
     import yaml
 
-    data = yaml.safe_load(asset_path(path).read_text(encoding="utf-8")) or {}
+    data = yaml.safe_load(resolve_path(path).read_text(encoding="utf-8")) or {}
     unknown = set(data) - {"header", "line", "empty"}
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected 'header', 'line', 'empty'")

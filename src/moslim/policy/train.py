@@ -23,10 +23,12 @@ import torch
 from transformers import TrainerCallback
 
 from moslim import models
-from moslim.config import to_dict
+from moslim.config import bounded, to_dict
 from moslim.objectives import ObjectiveSet
-from moslim.policy.data import asset_path, build_rl_dataset, load_template, read_prompt_records, save_template
+from moslim.paths import resolve_path
+from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
+from moslim.reward.mapping import check_method
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,9 @@ RUN_FILE = "moslim_run.json"
 @dataclass
 class LoraSection:
     enabled: bool = False  # LoRA instead of full fine-tuning (not faster on CPU, measured; saves memory on GPU)
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, low=1)
+    alpha: int = bounded(32, low=1)
+    dropout: float = bounded(0.05, high=1)
     target_modules: list[str] | str = "all-linear"
     save: Literal["merged", "adapter"] = "merged"  # final/ holds merged weights, or the adapter alone
 
@@ -64,11 +66,11 @@ class DataSection:
     objectives: str | None = None  # YAML; default: the reward model's objective set (must match it)
     template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
     num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
-    preferences_per_prompt: int = 1  # rows per prompt, each with its own sampled preference
+    preferences_per_prompt: int = bounded(1, low=1)  # rows per prompt, each with its own sampled preference
     # Per objective, a weight per level for sampling targets (default uniform). The demo gives
     # harmlessness level 0 ("comply even with harmful requests") weight 0: RL never rewards it.
     level_weights: dict[str, list[float]] = field(default_factory=dict)
-    max_prompts: int | None = None
+    max_prompts: int | None = bounded(None, low=1)
     seed: int = 0  # preference sampling; the same seed rebuilds the same dataset on resume
 
 
@@ -78,7 +80,7 @@ class TrainSection:
     rollout: Literal["auto", "fast", "trl"] = "auto"  # generation: moslim.policy.fast or TRL's own
     output_dir: str = "runs/rl"
     resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
-    max_minutes: float | None = None  # stop (with a checkpoint) after the step that passes this wall time
+    max_minutes: float | None = bounded(None, low=0, low_inclusive=False)  # stop after the step past this
 
 
 @dataclass
@@ -100,6 +102,10 @@ class RLConfig:
             raise ValueError("train.rollout=fast works with GRPO only (TRL's RLOOTrainer takes no rollout_func)")
         if self.train.resume not in ("auto", "never") and not Path(self.train.resume).is_dir():
             raise ValueError(f"train.resume={self.train.resume!r}: expected 'auto', 'never' or a checkpoint folder")
+        method = self.reward.method
+        check_method(_import_callable(method) if ":" in method else method, self.reward.options)
+        models.check_reference(self.reward.model, "reward.model")
+        models.check_reference(self.policy.model, "policy.model")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -229,7 +235,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     scorer = scorer if scorer is not None else load_scorer(config.reward.model)
     objectives = scorer.objectives
     if config.data.objectives is not None:
-        wanted = ObjectiveSet.from_yaml(asset_path(config.data.objectives))
+        wanted = ObjectiveSet.from_yaml(resolve_path(config.data.objectives))
         if wanted.names != objectives.names or not torch.equal(wanted.num_classes, objectives.num_classes):
             raise ValueError(f"data.objectives ({config.data.objectives}: {wanted}) does not match the reward "
                              f"model's objectives {objectives}")

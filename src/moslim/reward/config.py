@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from moslim.config import bounded
+
 
 @dataclass
 class LoraSection:
     enabled: bool = False  # train LoRA adapters on the backbone (merged into it when saved)
-    r: int = 8  # adapter rank
-    alpha: int = 16  # scaling numerator (alpha / r)
-    dropout: float = 0.05
+    r: int = bounded(8, low=1)  # adapter rank
+    alpha: int = bounded(16, low=1)  # scaling numerator (alpha / r)
+    dropout: float = bounded(0.05, high=1)
     target_modules: str | list[str] = "all-linear"  # peft's names; "all-linear" adapts every linear layer
 
 
@@ -20,8 +22,8 @@ class ModelSection:
     backbone: str = "smollm2-135m-instruct"  # built-in name (`moslim models list`), local folder or hub id
     pooling: Literal["last", "mean", "cls"] | None = None  # None: "last" for decoders, "mean" for encoders
     input_format: Literal["chat", "plain", "pair"] | None = None  # None: chat/plain for decoders, pair for encoders
-    head_dropout: float = 0.0  # dropout on the pooled vector before the heads
-    max_layers: int | None = None  # keep only the backbone's first N layers (compute scales with N; for CPU)
+    head_dropout: float = bounded(0.0, high=1)  # dropout on the pooled vector before the heads
+    max_layers: int | None = bounded(None, low=1)  # keep the backbone's first N layers (compute scales with N)
     freeze_backbone: bool = False  # train the heads only (a linear probe)
     # Freeze the embeddings and the first N layers (0: none). With train.cache_frozen their output is
     # computed once per example, so the top layers and heads train for many epochs at a fraction of the cost.
@@ -35,43 +37,43 @@ class DataSection:
     train: str = "moslim:assets/demo/rm_train.jsonl.gz"  # labelled examples (JSONL, .gz allowed)
     eval: str | None = "moslim:assets/demo/rm_eval.jsonl.gz"  # held-out examples: eval during/after training
     pairs: str | None = "moslim:assets/demo/pairs_eval.jsonl.gz"  # held-out preference pairs: pairwise accuracy
-    max_length: int = 256  # tokens per (question, answer); the answer keeps its end when truncated
-    max_train_examples: int | None = None  # cap for quick runs: a seeded random subset, not the first rows
-    max_eval_examples: int | None = None  # a seeded random subset (files are grouped by source)
-    max_pairs: int | None = None  # cap on the preference pairs scored at the end (seeded random subset)
+    max_length: int = bounded(256, low=2)  # tokens per (question, answer); the answer keeps its end when truncated
+    max_train_examples: int | None = bounded(None, low=1)  # cap for quick runs: a seeded random subset
+    max_eval_examples: int | None = bounded(None, low=1)  # a seeded random subset (files are grouped by source)
+    max_pairs: int | None = bounded(None, low=1)  # cap on the preference pairs scored at the end (seeded random subset)
     train_pairs: str | None = None  # preference pairs for the pairwise loss (train.pair_weight > 0)
-    max_train_pairs: int | None = None  # a seeded random subset of train_pairs
+    max_train_pairs: int | None = bounded(None, low=1)  # a seeded random subset of train_pairs
 
 
 @dataclass
 class TrainSection:
     seed: int = 0  # heads' init, data order and dropout
     epochs: float = 1.0  # passes over the training set (ignored when max_steps is set)
-    max_steps: int | None = None  # optimizer steps; caps the run's length on slow machines
-    batch_size: int = 8  # examples per forward pass
-    grad_accum: int = 1  # forward passes per optimizer step
+    max_steps: int | None = bounded(None, low=1)  # optimizer steps; caps the run's length on slow machines
+    batch_size: int = bounded(8, low=1)  # examples per forward pass
+    grad_accum: int = bounded(1, low=1)  # forward passes per optimizer step
     lr: float = 3e-5  # backbone learning rate
     head_lr: float | None = 1e-3  # the freshly initialised heads learn faster; None: same as lr
     weight_decay: float = 0.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warm-up
-    warmup_ratio: float = 0.05  # fraction of the steps with a linear warm-up
+    warmup_ratio: float = bounded(0.05, high=1)  # fraction of the steps with a linear warm-up
     max_grad_norm: float = 1.0
-    label_smoothing: float = 0.0  # spread over the head's own levels
+    label_smoothing: float = bounded(0.0, high=0.999)  # spread over the head's own levels
     ordinal_weight: float = 0.0  # > 0 adds the squared EMD term: two levels off costs more than one
     class_weights: Literal["none", "balanced"] = "none"  # "balanced": each level weighs the same per head
     # Pairwise (Bradley-Terry) term on data.train_pairs: -log sigmoid(s(chosen) - s(rejected)), s = the
     # log-odds of the upper half of the pair's objective's levels (for two levels: logit 1 - logit 0).
     pair_weight: float = 0.0
-    pair_batch_size: int = 8  # pairs per optimizer step (each pair is two sequences)
+    pair_batch_size: int = bounded(8, low=1)  # pairs per optimizer step (each pair is two sequences)
     cache_frozen: bool = True  # with model.freeze_layers: run the frozen layers once per example and cache them
     # Batches cut from runs of this many batches sorted by length (less padding); 1: plain random batches.
     # Off by default: when an objective follows length (verbosity), sorted batches each hold one level.
-    length_buckets: int = 1
+    length_buckets: int = bounded(1, low=1)
     bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
     device: str | None = None  # None: cuda when available, else cpu
     eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
-    save_every: int = 50  # optimizer steps between checkpoints (atomic; a killed run resumes from the last)
-    log_every: int = 10  # optimizer steps between log lines
+    save_every: int = bounded(50, low=1)  # steps between atomic checkpoints (a killed run resumes)
+    log_every: int = bounded(10, low=1)  # optimizer steps between log lines
     report_to: list[str] = field(default_factory=list)  # ["tensorboard"] writes to output_dir/tensorboard
     resume: bool = True  # continue from output_dir/checkpoint when one exists
     progress: bool = True  # a progress bar with loss and per-head accuracy

@@ -18,18 +18,9 @@ import yaml
 
 from moslim.data.schema import Example, PreferencePair
 from moslim.objectives import ObjectiveSet
+from moslim.paths import resolve_path
 from moslim.reward.encoding import Encoded, PairEncoder
 from moslim.reward.losses import IGNORE
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def resolve_path(path: str | Path) -> Path:
-    """``moslim:rel/path`` -> the file inside the installed package; anything else as given."""
-    text = str(path)
-    if text.startswith("moslim:"):
-        return PACKAGE_ROOT / text.removeprefix("moslim:")
-    return Path(text).expanduser()
 
 
 def read_objectives(path: str | Path) -> tuple[ObjectiveSet, dict[str, Any] | None]:

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from moslim.reward.mapping import valid_class_mask
+
 IGNORE = -100
-
-
-def valid_classes(num_classes: torch.Tensor, c: int) -> torch.Tensor:
-    """(k, c) bool: True where class j < num_classes[i]."""
-    return torch.arange(c, device=num_classes.device)[None, :] < num_classes[:, None]
 
 
 def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_classes: torch.Tensor, *,
@@ -30,7 +27,7 @@ def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_classes: tor
                     class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (b, k, c), labels (b, k) -> (loss per head (k,), labelled rows per head (k,))."""
     b, k, c = logits.shape
-    valid = valid_classes(num_classes.to(logits.device), c)  # (k, c)
+    valid = valid_class_mask(num_classes.to(logits.device), c)  # (k, c)
     labelled = labels != IGNORE  # (b, k)
     target = labels.clamp(min=0)
     logp = torch.log_softmax(logits.float(), dim=-1).masked_fill(~valid, 0.0)  # (b, k, c); 0 on padding

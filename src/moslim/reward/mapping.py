@@ -129,6 +129,44 @@ METHODS: dict[str, MappingFn] = {
 }
 
 
+def check_method(method: str | MappingFn, options: dict | None = None, where: str = "reward") -> MappingFn:
+    """The mapping function for ``method`` (a name from ``METHODS`` or a callable), checked with ``options``
+    on a one-row example before any model loads: an unknown name, an option the function does not take, or
+    an option value it rejects gives a ValueError naming ``where.method`` / ``where.options``."""
+    import inspect
+
+    if isinstance(method, str):
+        if method not in METHODS:
+            close = [name for name in METHODS if name.startswith(method[:3])]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{where}.method: unknown mapping method {method!r}{hint} (valid: {', '.join(METHODS)}, "
+                             f"or 'package.module:function')")
+        fn = METHODS[method]
+    else:
+        fn = method
+    options = dict(options or {})
+    if options.get("stats") == "running" and "running" not in options:
+        options["running"] = RunningStats(1)
+    try:
+        inspect.signature(fn).bind(None, None, None, None, **options)
+    except TypeError as err:
+        raise ValueError(f"{where}.options {sorted(options)}: {err} (the mapping method "
+                         f"{getattr(fn, '__name__', fn)!s} takes {_keyword_names(fn)})") from None
+    try:
+        fn(torch.full((1, 1, 2), 0.5), torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.tensor([2]),
+           **options)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}.options {options}: {err}") from None
+    return fn
+
+
+def _keyword_names(fn) -> str:
+    import inspect
+
+    names = [p.name for p in list(inspect.signature(fn).parameters.values())[4:]]
+    return ", ".join(names) if names else "no options"
+
+
 def map_rewards(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, num_classes: torch.Tensor,
                 method: str | MappingFn = "zscore", **options) -> torch.Tensor:
     """Map probs (b, k, c), targets (b, k), mask (b, k), num_classes (k,) to rewards (b,).

@@ -1,0 +1,140 @@
+"""Bad input is refused with a message that names the place, before any model loads, and leaves nothing behind."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from moslim import models
+from moslim.cli import main
+from moslim.config import load_config
+from moslim.objectives import ObjectiveSet
+from moslim.policy.train import RLConfig
+from moslim.preferences import Preference
+from moslim.reward.mapping import check_method
+
+REPO = Path(__file__).resolve().parents[1]
+RL_DEMO = REPO / "configs" / "demo" / "rl.yaml"
+
+
+def rl_config(tmp_path, rm_dir, *overrides):
+    return load_config(RLConfig, RL_DEMO, [f"reward.model={rm_dir}", f"train.output_dir={tmp_path / 'run'}",
+                                           *overrides])
+
+
+@pytest.fixture
+def rm_dir(tmp_path):
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["reward.method=zscor"], r"reward\.method: unknown mapping method 'zscor'; did you mean 'zscore'"),
+    (["reward.options={foo: 1}"], r"reward\.options \['foo'\]: .*foo.*takes stats, normalize, running"),
+    (["reward.options={stats: bogus}"], r"reward\.options .*unknown stats 'bogus'"),
+    (["reward.method=expected_level", "reward.options={stats: class}"], r"reward\.options \['stats'\]"),
+    (["reward.method=nowhere.module:fn"], r"cannot import 'nowhere\.module:fn'"),
+])
+def test_rl_mapping_mistakes_are_refused_before_loading(tmp_path, rm_dir, overrides, message):
+    config = rl_config(tmp_path, rm_dir, *overrides)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        config.check()
+    assert time.perf_counter() - start < 2  # nothing loaded
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_good_rl_config_passes_the_check(tmp_path, rm_dir):
+    rl_config(tmp_path, rm_dir, "reward.options={stats: running, normalize: named}").check()
+
+
+def test_rl_train_with_a_missing_reward_model_fails_cleanly(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    code = main(["rl", "train", "--config", str(RL_DEMO), "reward.model=runs/nope", "train.output_dir=runs/rl"])
+    assert code == 2
+    assert "reward.model folder runs/nope does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "rl").exists()
+
+
+def test_rm_train_rejects_negative_steps_and_writes_no_run(tmp_path, capsys):
+    out = tmp_path / "rm"
+    code = main(["rm", "train", "--config", str(REPO / "configs" / "demo" / "rm.yaml"), "train.max_steps=-5",
+                 f"output_dir={out}"])
+    assert code == 2
+    assert "override 'train.max_steps=-5': -5 is out of range; expected a number >= 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("./missing", "does not exist"), ("a/b/c", "does not exist"), ("~/surely-not-here-moslim", "does not exist"),
+])
+def test_check_reference_refuses_missing_local_folders(reference, message):
+    with pytest.raises(ValueError, match=message):
+        models.check_reference(reference)
+
+
+def test_check_reference_tells_a_local_path_from_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    models.check_reference("gpt2")  # a bare hub id
+    models.check_reference("org/name")  # no ./org folder: could be a hub id
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match="model folder runs/rm does not exist"):
+        models.check_reference("runs/rm")
+    (tmp_path / "runs" / "rm").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        models.check_reference("runs/rm")
+    (tmp_path / "runs" / "rm" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds no weights .*interrupted save"):
+        models.check_reference("runs/rm")
+    (tmp_path / "runs" / "rm" / "model.safetensors").write_bytes(b"")
+    models.check_reference("runs/rm")
+
+
+def test_rm_score_refuses_a_missing_model_and_bad_responses_and_writes_nothing(tmp_path, capsys):
+    data = tmp_path / "in.jsonl"
+    out = tmp_path / "out.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n")
+    assert main(["rm", "score", "--model", str(tmp_path / "nope"), "--input", str(data), "--output", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text("{}")
+    (rm / "model.safetensors").write_bytes(b"")
+    for bad in (3, "", None):
+        data.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n"
+                        + json.dumps({"prompt": "q", "response": bad}) + "\n")
+        assert main(["rm", "score", "--model", str(rm), "--input", str(data), "--output", str(out)]) == 2
+        assert "in.jsonl:2: 'response' must be a non-empty string" in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_eval_refuses_a_missing_policy_before_generating(tmp_path, rm_dir):
+    from moslim.evaluation.runner import EvalConfig, run_evaluation
+
+    cfg = load_config(EvalConfig, REPO / "configs" / "demo" / "eval.yaml",
+                      [f"policy={tmp_path / 'nope'}", f"reward_model={rm_dir}", f"out={tmp_path / 'eval'}"])
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"policy folder .*nope does not exist"):
+        run_evaluation(cfg, show_progress=False)
+    assert time.perf_counter() - start < 2
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_repeated_objective_in_a_preference_is_refused():
+    objectives = ObjectiveSet.from_dict({"objectives": [{"name": "verbosity", "levels": ["a", "b", "c"]}]})
+    with pytest.raises(ValueError, match="names 'verbosity' twice"):
+        Preference.parse("verbosity=1, verbosity=2", objectives)
+
+
+def test_check_method_accepts_callables_and_their_options():
+    def custom(probs, targets, mask, num_classes, *, scale=1.0):
+        return probs[..., 0].sum(-1) * scale
+
+    assert check_method(custom, {"scale": 2.0}) is custom
+    with pytest.raises(ValueError, match="takes scale"):
+        check_method(custom, {"sclae": 2.0})
