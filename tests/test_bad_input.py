@@ -138,3 +138,27 @@ def test_check_method_accepts_callables_and_their_options():
     assert check_method(custom, {"scale": 2.0}) is custom
     with pytest.raises(ValueError, match="takes scale"):
         check_method(custom, {"sclae": 2.0})
+
+
+class SafetensorError(Exception):
+    """Stands in for safetensors' own error type (matched by name, as the real one is a Rust exception)."""
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), SafetensorError("I/O error: full")])
+def test_a_failed_save_names_the_folder_and_keeps_the_previous_one(tmp_path, monkeypatch, tiny_encoder_dir,
+                                                                   tiny_tokenizer, error):
+    from moslim.reward.model import MultiHeadRewardModel, save_reward_model
+
+    objectives = ObjectiveSet.from_dict({"objectives": [{"name": "verbosity", "levels": ["a", "b"]}]})
+    model = MultiHeadRewardModel.from_backbone(tiny_encoder_dir, objectives, seed=0)
+    target = save_reward_model(model, tiny_tokenizer, tmp_path / "rm")
+    before = sorted(p.name for p in target.iterdir())
+
+    def full(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(type(model), "save_pretrained", full)
+    with pytest.raises(OSError, match=rf"could not save {target} .*unchanged. Is the disk full\?"):
+        save_reward_model(model, tiny_tokenizer, target)
+    assert sorted(p.name for p in target.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["rm"]  # no temp folder left behind
+    models.check_reference(target)

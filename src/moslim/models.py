@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+
+from moslim.paths import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,7 @@ def _convert_gguf(gguf_path: Path, target: Path) -> Path:
     start = time.perf_counter()
     log.info("converting %s into %s (once)", gguf_path.name, target)
     _remove_stale_temps(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", dir=target.parent))
-    try:
+    with atomic_folder(target, tmp_prefix=f".{target.name}.{os.getpid()}.") as tmp:
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         # The loaded weights are plain tensors already; drop the quantizer so save_pretrained accepts them.
@@ -109,15 +109,8 @@ def _convert_gguf(gguf_path: Path, target: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
         (tmp / _COMPLETE).write_text(json.dumps({"source": gguf_path.name,
                                                   "seconds": round(time.perf_counter() - start, 1)}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted in %.1f s", time.perf_counter() - start)
     return target
 

@@ -1,8 +1,15 @@
-"""One resolver for the paths configs and commands take: ``moslim:rel/path`` names a file shipped inside the
+"""Paths: one resolver for the paths configs and commands take, and one atomic folder write.
+
+ ``moslim:rel/path`` names a file shipped inside the
 installed package (found with ``importlib.resources``); anything else is a local path, ``~`` expanded."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -15,3 +22,30 @@ def resolve_path(path: str | Path) -> Path:
     if text.startswith(PREFIX):
         return Path(str(resources.files("moslim").joinpath(text.removeprefix(PREFIX))))
     return Path(text).expanduser()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, tmp_prefix: str | None = None) -> Iterator[Path]:
+    """Write a folder atomically: the block fills a temp folder next to ``path``, which replaces ``path`` only
+    when the block ends without error; the previous ``path`` stays intact until then.
+
+    A failed write (disk full, a serialiser's error) removes the temp folder and raises an OSError naming
+    ``path``, so a crash never leaves a half-written folder that looks finished."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix or f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError | RuntimeError) or type(err).__name__ == "SafetensorError":
+            raise OSError(f"could not save {path} ({type(err).__name__}: {err}); what was there before is "
+                          f"unchanged. Is the disk full?") from err
+        raise

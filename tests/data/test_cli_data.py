@@ -14,7 +14,7 @@ OBJECTIVES = str(ASSETS / "objectives.yaml")
 
 def test_validate_reports_counts_for_a_good_file(capsys):
     assert main(["data", "validate", str(ASSETS / "data/examples.jsonl"), "--objectives", OBJECTIVES]) == 0
-    assert "examples: read 3 rows, kept 3, rejected 0" in capsys.readouterr().out
+    assert "examples (a row has 'response'): read 3 rows, kept 3, rejected 0" in capsys.readouterr().out
 
 
 def test_validate_stops_at_the_first_bad_row_with_file_and_line(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_validate_reads_flat_columns_through_column_options(tmp_path, capsys):
     args = ["data", "validate", str(path), "--objectives", OBJECTIVES, "--column", "prompt=question",
             "--column", "response=answer", "--column", "verbosity=len"]
     assert main(args) == 0
-    assert "examples: read 1 rows, kept 1" in capsys.readouterr().out
+    assert "examples (a row has 'answer'): read 1 rows, kept 1" in capsys.readouterr().out
 
 
 def test_stats_prints_levels_and_writes_a_histogram(tmp_path, capsys):
@@ -68,3 +68,45 @@ def test_stats_tallies_prompts_by_origin_and_safety(tmp_path, capsys):
     assert "3 prompts" in out
     assert [line.split() for line in out.splitlines() if "xstest" in line] == [
         ["│", "xstest", "│", "safe", "│", "1", "│"], ["│", "xstest", "│", "unsafe", "│", "2", "│"]]
+
+
+def test_validate_decides_the_kind_from_every_row_not_the_first(tmp_path, capsys):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"prompt": "q"}) + "\n" + json.dumps({"prompt": "q", "response": "a"}) + "\n")
+    assert main(["data", "validate", str(path), "--objectives", OBJECTIVES]) == 2
+    assert f"{path}:1" in capsys.readouterr().err  # read as examples: the first row has no response
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("prompt,verbosity\nq,1\n")
+    assert main(["data", "validate", str(csv_path), "--objectives", OBJECTIVES]) == 2
+    assert "response" in capsys.readouterr().err  # labels but no response column: examples, rejected
+
+
+def test_validate_says_why_it_chose_the_kind_and_refuses_empty_files(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "q"}) + "\n")
+    assert main(["data", "validate", str(prompts), "--objectives", OBJECTIVES]) == 0
+    assert "prompts (no row has 'chosen', 'response' or an objective's label): read 1 rows" in capsys.readouterr().out
+    for text in ("", "\n\n"):
+        prompts.write_text(text)
+        assert main(["data", "validate", str(prompts), "--objectives", OBJECTIVES]) == 2
+        err = capsys.readouterr().err
+        assert "the file is empty" in err or "no rows" in err
+
+
+def test_rejects_keep_the_text_of_rows_that_did_not_parse(tmp_path, capsys):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n{bad row\n")
+    rejects = tmp_path / "rejects.jsonl"
+    main(["data", "validate", str(path), "--objectives", OBJECTIVES, "--skip-bad", "--rejects", str(rejects)])
+    assert json.loads(rejects.read_text())["row"] == "{bad row"
+
+
+def test_a_truncated_gz_is_named_not_a_traceback(tmp_path, capsys):
+    import gzip
+
+    path = tmp_path / "train.jsonl.gz"
+    data = gzip.compress(("".join(json.dumps({"prompt": f"q{i}", "response": "a " * 50}) + "\n"
+                                  for i in range(200))).encode())
+    path.write_bytes(data[: len(data) // 2])
+    assert main(["data", "validate", str(path), "--objectives", OBJECTIVES]) == 2
+    assert f"{path}" in (err := capsys.readouterr().err) and "ends early" in err

@@ -78,7 +78,7 @@ def test_skip_mode_writes_every_bad_row_with_its_reason(objectives, tmp_path):
     lines = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert [x["where"] for x in lines] == [f"{path}:2", f"{path}:3", f"{path}:5"]
     assert "out of range 0-3" in lines[1]["error"] and lines[1]["row"]["id"] == "b"
-    assert lines[0]["row"] is None and "not valid JSON" in lines[0]["error"]
+    assert lines[0]["row"] == "{oops" and "not valid JSON" in lines[0]["error"]
     assert [e.id for e in read_examples(path, objectives, on_error="skip")] == ["a"]
 
 

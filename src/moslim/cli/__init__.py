@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad input: a clear message, no traceback
         print(f"moslim: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine: a full disk, a missing permission; the message names the path
+        print(f"moslim: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("moslim: interrupted", file=sys.stderr)
         return 130

@@ -57,15 +57,22 @@ def _column_map(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _detect_kind(path: str, split: str, columns: dict[str, str]) -> str:
+def _detect_kind(path: str, split: str, columns: dict[str, str], objectives) -> tuple[str, str]:
+    """(kind, why) from every row, not the first: pairs if any row has 'chosen'; examples if any row has
+    'response' or an objective's label; else prompts. Rows that do not fit the kind are then rejected."""
     from moslim.data.readers import iter_rows
 
+    keys: set[str] = set()
     for _, row in iter_rows(path, split=split):
         if isinstance(row, dict):
-            if columns.get("chosen", "chosen") in row:
-                return "pairs"
-            return "examples" if columns.get("response", "response") in row else "prompts"
-    return "examples"
+            keys.update(row)
+    chosen, response = columns.get("chosen", "chosen"), columns.get("response", "response")
+    if chosen in keys:
+        return "pairs", f"a row has {chosen!r}"
+    labels = sorted(keys & {columns.get(name, name) for name in objectives.names})
+    if response in keys or labels:
+        return "examples", f"a row has {response!r}" if response in keys else f"rows carry labels {labels}"
+    return "prompts", f"no row has {chosen!r}, {response!r} or an objective's label"
 
 
 def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | None = None):
@@ -74,17 +81,21 @@ def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | Non
 
     objectives = ObjectiveSet.from_yaml(args.objectives)
     columns = _column_map(args.column)
-    kind = args.kind if args.kind != "auto" else _detect_kind(args.path, args.split, columns)
+    kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(args.path, args.split, columns,
+                                                                             objectives)
     parse = {"examples": lambda: example_parser(objectives, columns),
              "pairs": lambda: pair_parser(objectives, columns), "prompts": lambda: prompt_parser(columns)}[kind]()
-    return kind, objectives, load_records(args.path, parse, on_error, rejects, args.split)
+    result = load_records(args.path, parse, on_error, rejects, args.split)
+    if result.read == 0:
+        raise ValueError(f"{args.path}: no rows")
+    return kind, why, objectives, result
 
 
 def run_validate(args: argparse.Namespace) -> int:
     if args.rejects and not args.skip_bad:
         raise ValueError("--rejects needs --skip-bad (without it the first bad row stops the run)")
-    kind, _, result = _read(args, "skip" if args.skip_bad else "raise", args.rejects)
-    print(f"{args.path}: {kind}: read {result.read} rows, kept {result.kept}, rejected {len(result.rejected)}")
+    kind, why, _, result = _read(args, "skip" if args.skip_bad else "raise", args.rejects)
+    print(f"{args.path}: {kind} ({why}): read {result.read} rows, kept {result.kept}, rejected {len(result.rejected)}")
     for _, reason in result.rejected[:20]:
         print(f"  rejected {reason}")
     if len(result.rejected) > 20:
@@ -98,7 +109,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
     from moslim.data.stats import coverage, level_counts, plot_level_histograms
 
-    kind, objectives, result = _read(args)
+    kind, _, objectives, result = _read(args)
     console = Console()
     if kind != "examples":
         return _print_tally(console, args.path, kind, result.items)

@@ -81,15 +81,16 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from moslim.data.readers import write_jsonl
+    from moslim.data.readers import iter_jsonl, write_jsonl
     from moslim.models import check_reference
     from moslim.paths import resolve_path
-    from moslim.reward.data import iter_jsonl
     from moslim.reward.scorer import RewardScorer, expected_levels
 
     records = []
     path = resolve_path(args.input)
     for line_no, record in iter_jsonl(path):
+        if isinstance(record, Exception):
+            raise record
         if not isinstance(record, dict) or "prompt" not in record or "response" not in record:
             raise ValueError(f"{path}:{line_no}: expected an object with 'prompt' and 'response' fields")
         response = record["response"]

@@ -11,11 +11,13 @@ silently, and the counts read / kept / rejected are logged and returned by :func
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,12 @@ ON_ERROR = ("raise", "skip")
 
 
 class RowError(ValueError):
-    """A bad row: ``where`` is ``file:line`` (or ``file:row N``)."""
+    """A bad row: ``where`` is ``file:line`` (or ``file:row N``); ``raw`` keeps the text of a row that did not
+    parse, so the rejects file holds what was there."""
+
+    def __init__(self, message: str, raw: str | None = None):
+        super().__init__(message)
+        self.raw = raw
 
 
 @dataclass
@@ -58,6 +65,8 @@ def iter_rows(source: str | Path, split: str = "train", **load_options: Any) -> 
     name = str(source)
     if path.is_dir():
         yield from _iter_dataset(_load_from_disk(path, split), name)
+    elif path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{name}: the file is empty")
     elif path.exists():
         suffixes = "".join(path.suffixes[-2:]).lower()
         if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
@@ -83,21 +92,47 @@ def _open_text(path: Path) -> io.TextIOBase:
     return path.open(encoding="utf-8", newline="")
 
 
-def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as f:
+@contextlib.contextmanager
+def _file_errors(name: str, position: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """A file that cannot be read to its end (truncated or corrupt gzip, not UTF-8) -> a ValueError naming it."""
+    try:
+        yield
+    except EOFError:
+        raise ValueError(f"{name}{position()}: the file ends early (a truncated .gz? download or build it "
+                         f"again)") from None
+    except gzip.BadGzipFile as err:
+        raise ValueError(f"{name}: not a valid gzip file ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name}{position()}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except (zlib.error, OSError) as err:
+        raise ValueError(f"{name}{position()}: cannot be read ({err})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line; a line that is not JSON gives a RowError in its
+    place (with the line's text in ``raw``); a file that cannot be read to its end, a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {path} does not exist")
+    lineno = 0
+    with _file_errors(str(path), lambda: f":{lineno + 1}"), _open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f"{name}:{lineno}"
             try:
-                yield where, json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as err:
-                yield where, RowError(f"{where}: not valid JSON ({err.msg} at character {err.pos}): "
-                                      f"{line.strip()[:80]!r}")
+                yield lineno, RowError(f"{path}:{lineno}: not valid JSON ({err.msg} at character {err.pos}): "
+                                       f"{line.strip()[:80]!r}", raw=line.rstrip("\n"))
+
+
+def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
+    for lineno, value in iter_jsonl(path):
+        yield f"{name}:{lineno}", value
 
 
 def _iter_json(path: Path, name: str) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as f:
+    with _file_errors(name), _open_text(path) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as err:
@@ -112,9 +147,9 @@ def _iter_json(path: Path, name: str) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_csv(path: Path, name: str) -> Iterator[tuple[str, Any]]:
-    with _open_text(path) as f:
-        reader = csv.DictReader(f)
-        start = 2  # the header is line 1; records may span lines, so report the line they start on
+    start = 2
+    with _file_errors(name, lambda: f":{start}"), _open_text(path) as f:
+        reader = csv.DictReader(f)  # the header is line 1; records may span lines: report the line they start on
         for row in reader:
             yield f"{name}:{start}", {k: v for k, v in row.items() if k is not None}
             start = reader.line_num + 1
@@ -184,7 +219,7 @@ def load_records(source: str | Path, parse: Callable[[Mapping[str, Any], str], A
             logger.warning("skipped %s", err)
             result.rejected.append((where, str(err)))
             rejects.append({"where": where, "error": str(err),
-                            "row": row if isinstance(row, Mapping) else None})
+                            "row": row if isinstance(row, Mapping) else getattr(row, "raw", None) or repr(row)})
     if rejects_path is not None and on_error == "skip":
         write_jsonl(rejects_path, rejects)
     logger.info(result.summary(str(source)))

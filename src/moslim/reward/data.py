@@ -8,8 +8,6 @@ Paths may start with ``moslim:`` to name a file shipped inside the package
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +30,6 @@ def read_objectives(path: str | Path) -> tuple[ObjectiveSet, dict[str, Any] | No
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     labelling = data.get("labelling") if isinstance(data, dict) else None
     return objectives, labelling
-
-
-def iter_jsonl(path: Path):
-    if not path.exists():
-        raise ValueError(f"data file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON: {err.msg}") from None
 
 
 def subsample(items: list, limit: int | None, seed: int = 0) -> list:

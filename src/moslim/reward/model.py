@@ -14,8 +14,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,24 +210,12 @@ class MultiHeadRewardModel(PreTrainedModel):
 
 def save_reward_model(model: MultiHeadRewardModel, tokenizer: Any, path: str | os.PathLike) -> Path:
     """Save model + tokenizer into ``path`` atomically: a temp folder renamed into place when complete."""
+    from moslim.paths import atomic_folder
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

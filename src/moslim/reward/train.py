@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from moslim.config import save_config, to_dict
+from moslim.paths import atomic_folder
 from moslim.reward.config import ModelSection, RewardTrainConfig
 from moslim.reward.data import encode_examples, label_tensor, load_examples, load_pairs, read_objectives
 from moslim.reward.encoding import PairEncoder, collate, pad_id_of
@@ -133,21 +133,11 @@ class BatchPlan:
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
     """Write the checkpoint into a temp folder, then swap it in with os.replace (never half-written)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT}.", dir=out))
-    try:
+    with atomic_folder(out / CHECKPOINT) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
-        target, old = out / CHECKPOINT, out / f".{CHECKPOINT}.old"
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_checkpoint(out: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
