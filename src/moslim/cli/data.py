@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from moslim.cli.output import make_console
+
 DEMO_OBJECTIVES = Path(__file__).resolve().parent.parent / "assets" / "demo" / "objectives.yaml"
 KINDS = ("auto", "examples", "pairs", "prompts")
 
@@ -104,13 +106,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from moslim.data.stats import coverage, level_counts, plot_level_histograms
 
     kind, _, objectives, result = _read(args)
-    console = Console()
+    console = make_console()
     if kind != "examples":
         return _print_tally(console, args.path, kind, result.items)
     counts, cover = level_counts(result.items, objectives), coverage(result.items, objectives)
@@ -130,11 +131,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_build_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from moslim.data.demo import DEMO_DIR, FILES, build_demo
 
-    console = Console()
+    console = make_console()
     start = time.perf_counter()
     with console.status("building the demo dataset") as status:
         paths = build_demo(args.source, args.out or DEMO_DIR, progress=lambda step: status.update(step))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moslim.cli.output import make_console
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -23,12 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from moslim.config import load_config
     from moslim.demo import DemoConfig, StageError, find_config, run_demo
 
-    console = Console()
+    console = make_console()
     config = args.config or ("configs/demo/quick.yaml" if args.quick else "configs/demo/demo.yaml")
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     cfg = load_config(DemoConfig, find_config(config), overrides)

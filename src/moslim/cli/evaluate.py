@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moslim.cli.output import make_console
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -52,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(metrics: dict) -> None:
-    from rich.console import Console
 
-    Console().print(controllability_table(metrics, ("judge", "reward_model"), ("hit_rate", "spearman")))
+    make_console().print(controllability_table(metrics, ("judge", "reward_model"), ("hit_rate", "spearman")))
 
 
 def controllability_table(metrics: dict, sources=("judge",),

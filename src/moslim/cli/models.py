@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from rich.console import Console
 from rich.table import Table
 
 from moslim import models
+from moslim.cli.output import make_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for row in models.list_models():
         table.add_row(row["name"], row["kind"], row["status"], row["where"])
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 

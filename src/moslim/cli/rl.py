@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
+
+from moslim.cli.output import make_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict) -> None:
-    console = Console()
+    console = make_console()
     steps = summary["steps"]
     table = Table(title=f"{summary['algorithm'].upper()}: {summary['global_step']} steps, {summary['wall_s']} s")
     keys = ["step", "reward", "completions/mean_length", "kl", "time/step"]

@@ -7,8 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
+
+from moslim.cli.output import make_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,9 +60,9 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(RewardTrainConfig, args.config, overrides)
     out = train_reward_model(config)
     summary = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
-    Console().print(f"trained {summary['steps']} steps in {summary['train_seconds']} s")
+    make_console().print(f"trained {summary['steps']} steps in {summary['train_seconds']} s")
     print_metrics(summary["metrics"])
-    Console().print(f"reward model saved to [bold]{out}[/bold]")
+    make_console().print(f"reward model saved to [bold]{out}[/bold]")
     return 0
 
 
@@ -74,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                     max_length=args.max_length, device=args.device)
     print_metrics(results)
     if args.out:
-        Console().print(f"wrote {Path(args.out) / 'metrics.json'}")
+        make_console().print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 
 
@@ -117,12 +118,12 @@ def run_score(args: argparse.Namespace) -> int:
                 "expected_levels": {n: round(float(expected[row, i]), 4) for i, n in enumerate(names)},
             })
     write_jsonl(args.output, rows)  # atomic, and only once every record scored
-    Console().print(f"scored {len(records)} records into {args.output}")
+    make_console().print(f"scored {len(records)} records into {args.output}")
     return 0
 
 
 def print_metrics(results: dict) -> None:
-    console = Console()
+    console = make_console()
     heads = results.get("heads", {})
     pairs = results.get("pairs", {})
     if heads:
