@@ -22,11 +22,12 @@ from moslim.reward.train import RUN_FILE, train_reward_model
 
 # Each variant names its backbone settings in full, so the base config only fixes data and schedule.
 VARIANTS = {
-    "minilm": ["model.backbone=all-minilm-l6-v2", "model.pooling=mean", "model.max_layers=null", "train.lr=1.0e-4"],
+    "minilm": ["model.backbone=all-minilm-l6-v2", "model.pooling=mean", "model.max_layers=null",
+               "train.learning_rate=1.0e-4"],
     "smollm2-8l": ["model.backbone=smollm2-135m-instruct", "model.pooling=last", "model.max_layers=8",
-                   "train.lr=5.0e-5"],
+                   "train.learning_rate=5.0e-5"],
     "smollm2-full": ["model.backbone=smollm2-135m-instruct", "model.pooling=last", "model.max_layers=null",
-                     "train.lr=5.0e-5"],
+                     "train.learning_rate=5.0e-5"],
 }
 
 

@@ -89,3 +89,15 @@ def test_an_override_error_names_the_override_not_the_yaml(tmp_path):
         load_config(Job, path, ["optim.stpes=1"])
     with pytest.raises(ValueError, match=r"c\.yaml:optim:steps: expected an integer"):
         load_config(Job, write(tmp_path, "optim:\n  steps: x\n"), ["optim.lr=1"])
+
+
+def test_renamed_keys_say_their_new_name(tmp_path):
+    from moslim.reward.config import RewardTrainConfig
+
+    with pytest.raises(ValueError, match=r"train:lr: 'lr' was renamed to 'learning_rate'"):
+        load_config(RewardTrainConfig, write(tmp_path, "train:\n  lr: 1.0e-4\n"))
+    with pytest.raises(ValueError, match=r"override 'train.head_lr=1': 'head_lr' was renamed to 'head_learning_rate'"):
+        load_config(RewardTrainConfig, None, ["train.head_lr=1"])
+    with pytest.raises(ValueError, match=r"train.resume='nowhere': expected 'auto', 'never' or a checkpoint folder"):
+        load_config(RewardTrainConfig, None, ["train.resume=nowhere"])
+    assert load_config(RewardTrainConfig, None, ["train.resume=never"]).train.resume == "never"

@@ -56,6 +56,7 @@ def tiny_rm_config(tmp_path, rm_data, tiny_causal_lm_dir) -> RewardTrainConfig:
         model=ModelSection(backbone=str(tiny_causal_lm_dir)),
         data=DataSection(objectives=str(rm_data["objectives"]), train=str(rm_data["train"]),
                          eval=str(rm_data["eval"]), pairs=str(rm_data["pairs"]), max_length=64),
-        train=TrainSection(max_steps=6, batch_size=4, lr=1e-3, head_lr=1e-2, save_every=2, log_every=2, progress=False),
+        train=TrainSection(max_steps=6, batch_size=4, learning_rate=1e-3, head_learning_rate=1e-2, save_every=2,
+                           log_every=2, progress=False),
         output_dir=str(tmp_path / "rm"),
     )

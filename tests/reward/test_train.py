@@ -82,7 +82,7 @@ def test_no_resume_starts_over(tiny_rm_config, tmp_path):
     with pytest.raises(Killed):
         train_reward_model(_with(tiny_rm_config, out), on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
     seen = []
-    train_reward_model(_with(tiny_rm_config, out, resume=False), on_step=seen.append)
+    train_reward_model(_with(tiny_rm_config, out, resume="never"), on_step=seen.append)
     assert seen[0] == 1
 
 
@@ -165,3 +165,13 @@ def test_config_rejects_lora_with_a_frozen_backbone():
 
     with pytest.raises(ValueError, match="exclude each other"):
         RewardTrainConfig(model=ModelSection(freeze_backbone=True, lora=LoraSection(enabled=True)))
+
+
+def test_resume_from_a_named_checkpoint_folder(tiny_rm_config, tmp_path):
+    first = tmp_path / "first"
+    with pytest.raises(Killed):
+        train_reward_model(_with(tiny_rm_config, first), on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
+    seen = []
+    train_reward_model(_with(tiny_rm_config, tmp_path / "second", resume=str(first / "checkpoint")),
+                       on_step=seen.append)
+    assert seen[0] == 3  # the checkpoint was written after step 2 (save_every=2)

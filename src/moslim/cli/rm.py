@@ -56,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
     from moslim.reward.config import RewardTrainConfig
     from moslim.reward.train import RUN_FILE, train_reward_model
 
-    overrides = list(args.overrides) + (["train.resume=false"] if args.no_resume else [])
+    overrides = list(args.overrides) + (["train.resume=never"] if args.no_resume else [])
     config = load_config(RewardTrainConfig, args.config, overrides)
     out = train_reward_model(config)
     summary = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from moslim.config import bounded
 
@@ -47,13 +48,16 @@ class DataSection:
 
 @dataclass
 class TrainSection:
+    RENAMED: ClassVar[dict[str, str]] = {"lr": "learning_rate", "head_lr": "head_learning_rate"}
+
     seed: int = 0  # heads' init, data order and dropout
     epochs: float = 1.0  # passes over the training set (ignored when max_steps is set)
     max_steps: int | None = bounded(None, low=1)  # optimizer steps; caps the run's length on slow machines
     batch_size: int = bounded(8, low=1)  # examples per forward pass
     grad_accum: int = bounded(1, low=1)  # forward passes per optimizer step
-    lr: float = 3e-5  # backbone learning rate
-    head_lr: float | None = 1e-3  # the freshly initialised heads learn faster; None: same as lr
+    learning_rate: float = 3e-5  # the backbone's
+    # The freshly initialised heads learn faster; None: the same as learning_rate.
+    head_learning_rate: float | None = 1e-3
     weight_decay: float = 0.0
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # after warm-up
     warmup_ratio: float = bounded(0.05, high=1)  # fraction of the steps with a linear warm-up
@@ -72,10 +76,12 @@ class TrainSection:
     bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
     device: str | None = None  # None: cuda when available, else cpu
     eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
-    save_every: int = bounded(50, low=1)  # steps between atomic checkpoints (a killed run resumes)
-    log_every: int = bounded(10, low=1)  # optimizer steps between log lines
+    save_every: int = 50  # steps between atomic checkpoints (a killed run resumes); 0: none
+    log_every: int = 10  # optimizer steps between log lines; 0: only the last
     report_to: list[str] = field(default_factory=list)  # ["tensorboard"] writes to output_dir/tensorboard
-    resume: bool = True  # continue from output_dir/checkpoint when one exists
+    # "auto": continue from output_dir/checkpoint when there is one (and skip a finished run with the same
+    # config); "never": start over; a folder: continue from that checkpoint. The same values as RL's train.resume.
+    resume: str = "auto"
     progress: bool = True  # a progress bar with loss and per-head accuracy
 
 
@@ -111,6 +117,10 @@ class RewardTrainConfig:
         if self.model.lora.enabled and self.model.freeze_backbone:
             raise ValueError("model.lora.enabled and model.freeze_backbone exclude each other: LoRA trains "
                              "adapters on the backbone, freezing trains the heads only")
+        resume = self.train.resume
+        if resume not in ("auto", "never") and not (Path(resume) / "trainer_state.json").is_file():
+            raise ValueError(f"train.resume={resume!r}: expected 'auto', 'never' or a checkpoint folder "
+                             f"(one holding trainer_state.json)")
         unknown = set(self.train.report_to) - {"tensorboard", "none"}
         if unknown:
             raise ValueError(f"train.report_to: unknown {sorted(unknown)}; valid: tensorboard, none")

@@ -140,8 +140,8 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict[str, Any
         (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
 
 
-def load_checkpoint(out: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
-    folder = out / CHECKPOINT
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
+    """Restore weights, optimizer, schedule and RNG from a checkpoint folder; None when it holds none."""
     if not (folder / "trainer_state.json").exists():
         return None
     load_model(model, str(folder / "model.safetensors"))
@@ -175,7 +175,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     from moslim.reward.scorer import RewardScorer, default_device, predict_probs
 
     out = Path(config.output_dir)
-    if (out / RUN_FILE).exists() and config.train.resume and _same_config(out, config):
+    if (out / RUN_FILE).exists() and config.train.resume == "auto" and _same_config(out, config):
         log.info("%s already holds a finished run with this config; nothing to do", out)
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -220,15 +220,17 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
     head_params = list(model.heads.parameters())
     body_params = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head_params, "lr": t.head_lr or t.lr}]
+    groups = [{"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
     if body_params:
-        groups.append({"params": body_params, "lr": t.lr})
+        groups.append({"params": body_params, "lr": t.learning_rate})
     optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, int(t.warmup_ratio * total), total))
     state = {"step": 0, "train_seconds": 0.0, "train_cpu_seconds": 0.0, "history": []}
-    if t.resume and (resumed := load_checkpoint(out, model, optimizer, scheduler)) is not None:
+    checkpoint = {"auto": out / CHECKPOINT, "never": None}.get(t.resume, Path(t.resume))
+    resumed = load_checkpoint(checkpoint, model, optimizer, scheduler) if checkpoint is not None else None
+    if resumed is not None:
         state = resumed
-        log.info("resuming from %s at step %d", out / CHECKPOINT, state["step"])
+        log.info("resuming from %s at step %d", checkpoint, state["step"])
     log.info("training %s on %d examples (%d eval) for %d steps of %d x %d, device %s", config.model.backbone,
              len(train_encoded), len(eval_encoded), total, t.batch_size, t.grad_accum, device)
 
