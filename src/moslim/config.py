@@ -37,6 +37,21 @@ def bounded(default: Any = dataclasses.MISSING, *, low: float | None = 0, high: 
     return dataclasses.field(default=default, metadata={RANGE: (low, high, low_inclusive)}, **kwargs)
 
 
+@dataclasses.dataclass
+class LoraSection:
+    """LoRA adapters (peft), the same section for the reward model (``model.lora``) and the policy
+    (``policy.lora``). Not faster on CPU (measured); it saves memory on a GPU."""
+
+    enabled: bool = False
+    r: int = bounded(16, low=1)  # adapter rank
+    alpha: int = bounded(32, low=1)  # scaling numerator (alpha / r)
+    dropout: float = bounded(0.05, high=1)
+    target_modules: str | list[str] = "all-linear"  # peft's names; "all-linear" adapts every linear layer
+    # What a saved model holds: the adapters merged into the weights, or the adapter alone (policy only:
+    # a reward model is always saved merged).
+    save: typing.Literal["merged", "adapter"] = "merged"
+
+
 def _place(where: str) -> str:
     """``where`` (``source:section:field``) as the user wrote it: the YAML place, or the override that set it."""
     source, overrides = _ORIGINS.get()

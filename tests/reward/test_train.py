@@ -170,7 +170,8 @@ def test_config_rejects_lora_with_a_frozen_backbone():
 def test_resume_from_a_named_checkpoint_folder(tiny_rm_config, tmp_path):
     first = tmp_path / "first"
     with pytest.raises(Killed):
-        train_reward_model(_with(tiny_rm_config, first), on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
+        train_reward_model(_with(tiny_rm_config, first),
+                           on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
     seen = []
     train_reward_model(_with(tiny_rm_config, tmp_path / "second", resume=str(first / "checkpoint")),
                        on_step=seen.append)

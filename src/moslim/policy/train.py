@@ -23,7 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from moslim import models
-from moslim.config import bounded, to_dict
+from moslim.config import LoraSection, bounded, to_dict
 from moslim.objectives import ObjectiveSet
 from moslim.paths import resolve_path
 from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
@@ -36,16 +36,6 @@ RUN_FILE = "moslim_run.json"
 
 
 # -- config -----------------------------------------------------------------------------------
-@dataclass
-class LoraSection:
-    enabled: bool = False  # LoRA instead of full fine-tuning (not faster on CPU, measured; saves memory on GPU)
-    r: int = bounded(16, low=1)
-    alpha: int = bounded(32, low=1)
-    dropout: float = bounded(0.05, high=1)
-    target_modules: list[str] | str = "all-linear"
-    save: Literal["merged", "adapter"] = "merged"  # final/ holds merged weights, or the adapter alone
-
-
 @dataclass
 class PolicySection:
     model: str = "smollm2-135m-instruct"  # built-in name, local folder or hub id

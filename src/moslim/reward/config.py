@@ -6,16 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from moslim.config import bounded
-
-
-@dataclass
-class LoraSection:
-    enabled: bool = False  # train LoRA adapters on the backbone (merged into it when saved)
-    r: int = bounded(8, low=1)  # adapter rank
-    alpha: int = bounded(16, low=1)  # scaling numerator (alpha / r)
-    dropout: float = bounded(0.05, high=1)
-    target_modules: str | list[str] = "all-linear"  # peft's names; "all-linear" adapts every linear layer
+from moslim.config import LoraSection, bounded
 
 
 @dataclass
@@ -114,6 +105,8 @@ class RewardTrainConfig:
         if self.train.pair_batch_size < 1 or self.train.length_buckets < 1:
             raise ValueError(f"train.pair_batch_size ({self.train.pair_batch_size}) and train.length_buckets "
                              f"({self.train.length_buckets}) must be at least 1")
+        if self.model.lora.save != "merged":
+            raise ValueError("model.lora.save: a reward model is saved with its adapters merged; use 'merged'")
         if self.model.lora.enabled and self.model.freeze_backbone:
             raise ValueError("model.lora.enabled and model.freeze_backbone exclude each other: LoRA trains "
                              "adapters on the backbone, freezing trains the heads only")
