@@ -93,7 +93,7 @@ def _rl_base_policy(cfg: DemoConfig) -> str | None:
         from moslim.policy.train import RLConfig
 
         return load_config(RLConfig, find_config(cfg.rl.config), cfg.rl.overrides).policy.model
-    except (ImportError, ValueError) as err:
+    except ValueError as err:
         log.warning("could not read the RL config's starting policy (%s); eval uses its own base_policy", err)
         return None
 

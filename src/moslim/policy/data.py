@@ -7,7 +7,6 @@ the policy's chat template), ``preference`` (``Preference.to_string()``, read by
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,33 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def read_prompt_records(path: str | Path) -> list[PromptRecord]:
-    """PromptRecord JSONL (``{"id", "prompt", "source", "tags"}``); ``moslim.data.read_prompts`` when present."""
-    path = resolve_path(path)
-    try:
-        from moslim.data import read_prompts  # the data package's validating reader
-    except ImportError:
-        return _read_jsonl_prompts(path)
-    return list(read_prompts(path))
+    """PromptRecord JSONL (``{"id", "prompt", "source", "tags"}``) through the data package's validating reader."""
+    from moslim.data import read_prompts
 
-
-def _read_jsonl_prompts(path: Path) -> list[PromptRecord]:
-    if not path.exists():
-        raise ValueError(f"prompt file {path} does not exist")
-    records = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line_no}: not valid JSON: {err}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str | list) or not row["prompt"]:
-            raise ValueError(f"{path}:{line_no}: expected an object with a non-empty 'prompt', got {line[:80]!r}")
-        records.append(PromptRecord(id=str(row.get("id", f"{path.stem}-{line_no}")), prompt=row["prompt"],
-                                    source=row.get("source", ""), tags=row.get("tags") or {}))
-    if not records:
-        raise ValueError(f"{path}: no prompts")
-    return records
+    return list(read_prompts(resolve_path(path)))
 
 
 def load_template(path: str | Path | None) -> PromptTemplate:

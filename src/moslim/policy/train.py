@@ -67,7 +67,10 @@ class DataSection:
 @dataclass
 class TrainSection:
     algorithm: Literal["grpo", "rloo"] = "grpo"
-    rollout: Literal["auto", "fast", "trl"] = "auto"  # generation: moslim.policy.fast or TRL's own
+    # The CPU fast path or TRL's own, for *both* generation (moslim.policy.fast's batched sampler vs TRL's
+    # generate / vLLM) and the update's log-probs (completion positions only, eager attention on CPU, vs
+    # TRL's forward). "auto": fast on CPU, TRL's elsewhere.
+    rollout: Literal["auto", "fast", "trl"] = "auto"
     output_dir: str = "runs/rl"
     resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
     max_minutes: float | None = bounded(None, low=0, low_inclusive=False)  # stop after the step past this
@@ -144,12 +147,8 @@ def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
     """``moslim.policy.fast``'s rollout when the setting and device call for it, else None (TRL generates)."""
     if setting == "trl" or algorithm != "grpo":
         return None
-    try:
-        from moslim.policy import fast
-    except ImportError:
-        if setting == "fast":
-            raise ValueError("train.rollout=fast needs moslim.policy.fast, which this install lacks") from None
-        return None
+    from moslim.policy import fast
+
     device = "cpu" if args.use_cpu or not torch.cuda.is_available() else "cuda"
     if not fast.use_fast_path(setting, device):
         return None
