@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import linregress, spearmanr
 
 Levels = Sequence[int] | np.ndarray
 
@@ -40,15 +40,15 @@ def mean_abs_error(requested: Levels, achieved: Levels) -> float:
 
 
 def spearman(requested: Levels, achieved: Levels) -> float:
-    """Spearman's rank correlation, ties given their average rank.
+    """Spearman's rank correlation (scipy's; ties get their average rank).
 
     nan when there are fewer than two completions or either sequence is constant (the rank
     correlation is undefined: a policy that always answers at one level has no ordering to measure).
     """
     req, ach = _pair(requested, achieved)
-    if req.size < 2:
+    if req.size < 2 or np.ptp(req) == 0 or np.ptp(ach) == 0:
         return math.nan
-    return _pearson(rankdata(req), rankdata(ach))
+    return float(spearmanr(req, ach).statistic)
 
 
 def slope(requested: Levels, achieved: Levels) -> float:
@@ -57,21 +57,9 @@ def slope(requested: Levels, achieved: Levels) -> float:
     nan when fewer than two completions or all requested levels are equal (no slope to fit).
     """
     req, ach = _pair(requested, achieved)
-    if req.size < 2:
+    if req.size < 2 or np.ptp(req) == 0:
         return math.nan
-    dx = req - req.mean()
-    ss = float(np.sum(dx * dx))
-    if ss == 0.0:
-        return math.nan
-    return float(np.sum(dx * (ach - ach.mean())) / ss)
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(np.sum(dx * dx)) * float(np.sum(dy * dy)))
-    if denom == 0.0:
-        return math.nan
-    return float(np.clip(np.sum(dx * dy) / denom, -1.0, 1.0))
+    return float(linregress(req, ach).slope)
 
 
 METRICS: dict[str, Callable[[Levels, Levels], float]] = {
