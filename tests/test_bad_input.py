@@ -162,3 +162,29 @@ def test_a_failed_save_names_the_folder_and_keeps_the_previous_one(tmp_path, mon
     assert sorted(p.name for p in target.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["rm"]  # no temp folder left behind
     models.check_reference(target)
+
+
+def test_generate_rejects_an_objective_named_twice_before_loading_the_policy(tmp_path, capsys):
+    code = main(["generate", "--policy", str(tmp_path / "not-loaded"), "--prefer", "verbosity=1,verbosity=3", "hi"])
+    assert code == 2
+    assert "names 'verbosity' twice" in capsys.readouterr().err
+
+
+def test_rm_train_with_a_missing_backbone_or_data_file_fails_before_making_a_run(tmp_path, capsys):
+    config = str(REPO / "configs" / "demo" / "rm.yaml")
+    out = tmp_path / "run"
+    assert main(["rm", "train", "--config", config, f"output_dir={out}",
+                 f"model.backbone={tmp_path / 'no' / 'model'}"]) == 2
+    assert f"model.backbone folder {tmp_path / 'no' / 'model'} does not exist" in capsys.readouterr().err
+    assert main(["rm", "train", "--config", config, f"output_dir={out}", "data.train=nope.jsonl"]) == 2
+    assert "data.train: file nope.jsonl does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_json_preference_needs_integer_levels_and_survives_deep_nesting():
+    with pytest.raises(ValueError, match="must be an integer, got 1.5"):
+        Preference.parse('{"verbosity": 1.5}')
+    with pytest.raises(ValueError, match="names 'verbosity' twice"):
+        Preference.parse('{"verbosity": 1, "verbosity": 2}')
+    with pytest.raises(ValueError, match="not valid JSON|JSON object"):
+        Preference.parse("{" + "[" * 100_000)

@@ -45,7 +45,12 @@ def atomic_folder(path: str | Path, tmp_prefix: str | None = None) -> Iterator[P
         shutil.rmtree(old, ignore_errors=True)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError | RuntimeError) or type(err).__name__ == "SafetensorError":
-            raise OSError(f"could not save {path} ({type(err).__name__}: {err}); what was there before is "
-                          f"unchanged. Is the disk full?") from err
-        raise
+        raise_save_error(path, err)
+
+
+def raise_save_error(path: Path, err: BaseException) -> None:
+    """Re-raise a failed write of ``path``: a file-system or serialiser error becomes an OSError naming it."""
+    if isinstance(err, OSError | RuntimeError) or type(err).__name__ == "SafetensorError":
+        raise OSError(f"could not save {path} ({type(err).__name__}: {err}); what was there before is "
+                      f"unchanged. Is the disk full?") from err
+    raise err

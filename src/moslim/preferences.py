@@ -59,26 +59,35 @@ class Preference:
 
     @classmethod
     def parse(cls, text: str, objectives: ObjectiveSet | None = None) -> Preference:
-        """Parse ``"helpfulness=4,verbosity=1"`` (or a JSON object) into a Preference."""
+        """Parse ``"helpfulness=4,verbosity=1"`` (or a JSON object) into a Preference.
+
+        An objective named twice is an error (which level was meant?), as is a level that is not an integer.
+        """
         text = text.strip()
         if text.startswith("{"):
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"preference {text!r} is not valid JSON: {err}") from None
-            pref = cls.of(data)
+                pairs = json.loads(text, object_pairs_hook=list)
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise ValueError(f"preference {text!r:.80} is not valid JSON: {err}") from None
+            if not isinstance(pairs, list):
+                raise ValueError(f"preference {text!r:.80} should be a JSON object {{objective: level}}")
         else:
-            targets: dict[str, int] = {}
+            pairs = []
             for part in filter(None, (p.strip() for p in text.split(","))):
                 name, sep, value = part.partition("=")
-                if not sep or not value.strip().lstrip("-").isdigit():
+                if not sep or not re.fullmatch(r"-?[0-9]+", value.strip()):
                     raise ValueError(
                         f"preference part {part!r} should look like 'objective=level', e.g. 'verbosity=1'"
                     )
-                if name.strip() in targets:
-                    raise ValueError(f"preference {text!r} names {name.strip()!r} twice; give each objective once")
-                targets[name.strip()] = int(value)
-            pref = cls.of(targets)
+                pairs.append((name.strip(), int(value)))
+        targets: dict[str, int] = {}
+        for name, level in pairs:
+            if name in targets:
+                raise ValueError(f"preference {text!r:.80} names {name!r} twice; give each objective one level")
+            if isinstance(level, bool) or not isinstance(level, int):
+                raise ValueError(f"preference {text!r:.80}: the level of {name!r} must be an integer, got {level!r}")
+            targets[name] = level
+        pref = cls.of(targets)
         return pref.validate(objectives) if objectives is not None else pref
 
 

@@ -47,6 +47,7 @@ def _read_rows(path: Path, default_preference: str) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from moslim.objectives import ObjectiveSet
     from moslim.policy.generate import generate_completions
+    from moslim.preferences import Preference
 
     if (args.question is None) == (args.input is None):
         raise ValueError("give either a question or --input prompts.jsonl (not both)")
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     objectives = ObjectiveSet.from_yaml(args.objectives) if args.objectives else None
     rows = _read_rows(Path(args.input), args.prefer) if args.input else \
         [{"id": "cli", "prompt": args.question, "preference": args.prefer}]
+    for row in rows:  # the syntax (a repeated objective, a level that is no integer) before the policy loads
+        Preference.parse(row["preference"], objectives)
     answers = generate_completions(
         args.policy, [r["prompt"] for r in rows], [r["preference"] for r in rows], objectives=objectives,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,

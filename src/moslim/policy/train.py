@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from moslim import models
 from moslim.config import LoraSection, bounded, to_dict
 from moslim.objectives import ObjectiveSet
-from moslim.paths import resolve_path
+from moslim.paths import raise_save_error, resolve_path
 from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
 from moslim.reward.mapping import check_method
@@ -288,6 +288,16 @@ def train_policy(config: RLConfig, scorer: Scorer | None = None) -> Path:
 
 def save_policy(trainer, objectives: ObjectiveSet, template, final: Path, lora_save: str) -> Path:
     """Save the policy (HF folder), its tokenizer, objectives.yaml and prompt_template.yaml, atomically."""
+    try:
+        _save_policy_files(trainer, objectives, template, final, lora_save)
+    except BaseException as err:
+        shutil.rmtree(final.with_name(f".{final.name}.tmp"), ignore_errors=True)
+        raise_save_error(final, err)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def _save_policy_files(trainer, objectives: ObjectiveSet, template, final: Path, lora_save: str) -> None:
     tmp = final.with_name(f".{final.name}.tmp")
     model = trainer.accelerator.unwrap_model(trainer.model)
     is_peft = hasattr(model, "peft_config")
@@ -305,8 +315,6 @@ def save_policy(trainer, objectives: ObjectiveSet, template, final: Path, lora_s
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    trainer.accelerator.wait_for_everyone()
-    return final
 
 
 STEP_KEYS = ("step", "reward", "reward_std", "kl", "completions/mean_length", "time/step", "time/generation",

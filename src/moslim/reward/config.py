@@ -117,3 +117,14 @@ class RewardTrainConfig:
         unknown = set(self.train.report_to) - {"tensorboard", "none"}
         if unknown:
             raise ValueError(f"train.report_to: unknown {sorted(unknown)}; valid: tensorboard, none")
+
+    def check_inputs(self) -> None:
+        """The backbone and every data file exist: checked before the output folder is made or anything loads."""
+        from moslim import models
+        from moslim.paths import resolve_path
+
+        models.check_reference(self.model.backbone, "model.backbone")
+        for key in ("objectives", "train", "eval", "pairs", "train_pairs"):
+            path = getattr(self.data, key)
+            if path is not None and not resolve_path(path).exists():
+                raise ValueError(f"data.{key}: file {path} does not exist")

@@ -174,6 +174,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     from moslim.models import resolve
     from moslim.reward.scorer import RewardScorer, default_device, predict_probs
 
+    config.check_inputs()
     out = Path(config.output_dir)
     if (out / RUN_FILE).exists() and config.train.resume == "auto" and _same_config(out, config):
         log.info("%s already holds a finished run with this config; nothing to do", out)
