@@ -37,6 +37,7 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append("train.resume=never")
     config = load_config(RLConfig, args.config, overrides)
     config.check()
+    config.check_inputs()
     train_policy(config)
     summary = json.loads((Path(config.train.output_dir) / RUN_FILE).read_text(encoding="utf-8"))
     print_summary(summary)

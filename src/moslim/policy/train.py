@@ -97,7 +97,12 @@ class RLConfig:
             raise ValueError(f"train.resume={self.train.resume!r}: expected 'auto', 'never' or a checkpoint folder")
         method = self.reward.method
         check_method(_import_callable(method) if ":" in method else method, self.reward.options)
-        models.check_reference(self.reward.model, "reward.model")
+
+    def check_inputs(self, reward_model: bool = True) -> None:
+        """The policy and (unless a scorer stands in for it) the reward model exist: checked without loading,
+        before the output folder is made. Separate from :meth:`check`, which needs no files."""
+        if reward_model:
+            models.check_reference(self.reward.model, "reward.model")
         models.check_reference(self.policy.model, "policy.model")
 
 
@@ -219,6 +224,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     from trl import GRPOTrainer, RLOOTrainer
 
     config.check()
+    config.check_inputs(reward_model=scorer is None)
     output_dir = Path(config.train.output_dir)
     args = trl_args(config.train.algorithm, output_dir, config.trl)
     scorer = scorer if scorer is not None else load_scorer(config.reward.model)
