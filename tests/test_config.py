@@ -101,3 +101,10 @@ def test_renamed_keys_say_their_new_name(tmp_path):
     with pytest.raises(ValueError, match=r"train.resume='nowhere': expected 'auto', 'never' or a checkpoint folder"):
         load_config(RewardTrainConfig, None, ["train.resume=nowhere"])
     assert load_config(RewardTrainConfig, None, ["train.resume=never"]).train.resume == "never"
+
+
+def test_an_override_value_that_is_not_yaml_names_the_override():
+    for item in ("optim.steps=\x1b", "optim.steps=[1"):
+        with pytest.raises(ValueError, match="the value is not valid YAML") as err:
+            load_config(Job, None, [item])
+        assert str(err.value).startswith(f"override {item!r}")

@@ -93,7 +93,11 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} should look like 'section.field=value'")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {item!r}: the value is not valid YAML ({err.__class__.__name__}: "
+                         f"{str(err).splitlines()[0]})") from None
     node = data
     parts = key.strip().split(".")
     for part in parts[:-1]:

@@ -15,13 +15,18 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from moslim.config import bounded
 from moslim.data.readers import write_jsonl
 from moslim.data.schema import PromptRecord, prompt_text
+from moslim.evaluation.config import (  # noqa: F401  (also importable from here)
+    BootstrapConfig,
+    EvalConfig,
+    GenerationConfig,
+    GridConfig,
+)
 from moslim.evaluation.judges import Judge, independent_judge_for
 from moslim.evaluation.metrics import clean_nans, controllability, pair_pareto, rl_change
 from moslim.models import check_reference
@@ -32,57 +37,6 @@ from moslim.preferences import Preference, pair_grid, single_objective_grid
 log = logging.getLogger(__name__)
 
 REWARD_MODEL = "reward_model"  # the judge name under which the reward model's own levels are stored
-
-
-@dataclass
-class GridConfig:
-    # Objectives asked for alone at each of their levels (empty = every objective).
-    singles: list[str] = field(default_factory=list)
-    # Pairs of objectives for Pareto fronts (empty = every pair).
-    pairs: list[list[str]] = field(default_factory=list)
-    # Levels per objective on the pair grids; an objective not listed uses all its levels. Keep small
-    # on CPU: a pair grid has len(levels_a) x len(levels_b) preferences.
-    pair_levels: dict[str, list[int]] = field(default_factory=dict)
-    # Preferences per prompt: 0 runs the whole grid on every prompt; N > 0 gives each prompt N preferences of
-    # the grid (a seeded rotation, so every preference gets about as many prompts). For many prompts on a CPU.
-    per_prompt: int = 0
-
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = bounded(160, low=1)  # ~135 words at ~0.85 words/token: every verbosity level is reachable
-    temperature: float = bounded(0.7, low=0, low_inclusive=False)
-    top_p: float = bounded(0.95, low=0, low_inclusive=False, high=1)
-    samples: int = bounded(1, low=1)  # completions per (prompt, preference)
-    batch_size: int = bounded(16, low=1)
-    seed: int = 0
-
-
-@dataclass
-class BootstrapConfig:
-    num_resamples: int = bounded(1000, low=1)  # resamples of the prompts
-    confidence: float = bounded(0.95, low=0, low_inclusive=False, high=0.999999)
-    seed: int = 0
-
-
-@dataclass
-class EvalConfig:
-    policy: str = ""  # the RL policy folder
-    base_policy: str | None = "smollm2-135m-instruct"  # the prompt-only control; null skips it
-    reward_model: str = ""  # the reward model folder (its objectives define the evaluation)
-    judge: str | None = None  # independent judge model folder (helpfulness, harmlessness)
-    objectives: str | None = None  # objectives YAML with a `labelling:` spec (exact verbosity judge)
-    prompts: str = ""  # held-out prompts JSONL
-    template: str | None = None  # prompt template YAML the policy was trained with (null = default)
-    num_prompts: int = bounded(20, low=1)
-    prompt_seed: int = 0
-    # Held-out macro-F1 a judge model must reach on an objective for its controllability figures to be shown
-    # (exact judges always count); below it the report says the objective cannot be judged.
-    min_judge_f1: float = 0.8
-    out: str = "runs/eval"
-    grid: GridConfig = field(default_factory=GridConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
 
 
 def build_grid(objectives: ObjectiveSet, grid: GridConfig) -> tuple[list[Preference], list[tuple[str, str]]]:

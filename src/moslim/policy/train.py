@@ -15,95 +15,31 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
 from moslim import models
-from moslim.config import LoraSection, bounded, to_dict
+from moslim.config import to_dict
 from moslim.objectives import ObjectiveSet
 from moslim.paths import raise_save_error, resolve_path
+from moslim.policy.config import (  # noqa: F401  (the config classes are also importable from here)
+    DataSection,
+    LoraSection,
+    PolicySection,
+    RewardSection,
+    RLConfig,
+    TrainSection,
+    import_callable,
+)
 from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
-from moslim.reward.mapping import check_method
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "moslim_run.json"
-
-
-# -- config -----------------------------------------------------------------------------------
-@dataclass
-class PolicySection:
-    model: str = "smollm2-135m-instruct"  # built-in name, local folder or hub id
-    dtype: Literal["float32", "bfloat16"] = "float32"  # weights' dtype; TRL's `bf16` sets autocast
-    lora: LoraSection = field(default_factory=LoraSection)
-
-
-@dataclass
-class RewardSection:
-    model: str = "runs/demo/rm"  # a folder saved by `moslim rm train`
-    method: str = "zscore"  # mapping method (moslim.reward.mapping.METHODS) or "package.module:function"
-    options: dict[str, Any] = field(default_factory=dict)  # mapping options, e.g. {stats: batch}
-
-
-@dataclass
-class DataSection:
-    prompts: str = "moslim:assets/demo/prompts_train.jsonl"  # PromptRecord JSONL ("moslim:" = in the package)
-    objectives: str | None = None  # YAML; default: the reward model's objective set (must match it)
-    template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
-    num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
-    preferences_per_prompt: int = bounded(1, low=1)  # rows per prompt, each with its own sampled preference
-    # Per objective, a weight per level for sampling targets (default uniform). The demo gives
-    # harmlessness level 0 ("comply even with harmful requests") weight 0: RL never rewards it.
-    level_weights: dict[str, list[float]] = field(default_factory=dict)
-    max_prompts: int | None = bounded(None, low=1)
-    seed: int = 0  # preference sampling; the same seed rebuilds the same dataset on resume
-
-
-@dataclass
-class TrainSection:
-    algorithm: Literal["grpo", "rloo"] = "grpo"
-    # The CPU fast path or TRL's own, for *both* generation (moslim.policy.fast's batched sampler vs TRL's
-    # generate / vLLM) and the update's log-probs (completion positions only, eager attention on CPU, vs
-    # TRL's forward). "auto": fast on CPU, TRL's elsewhere.
-    rollout: Literal["auto", "fast", "trl"] = "auto"
-    output_dir: str = "runs/rl"
-    resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
-    max_minutes: float | None = bounded(None, low=0, low_inclusive=False)  # stop after the step past this
-
-
-@dataclass
-class RLConfig:
-    policy: PolicySection = field(default_factory=PolicySection)
-    reward: RewardSection = field(default_factory=RewardSection)
-    data: DataSection = field(default_factory=DataSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    trl: dict[str, Any] = field(default_factory=dict)  # passed to GRPOConfig / RLOOConfig as is
-
-    def check(self) -> None:
-        """Cross-field checks that need no model."""
-        named = self.data.num_named
-        if len(named) not in (1, 2) or not 0 <= named[0] <= named[-1]:
-            raise ValueError(f"data.num_named must be [low, high] with 0 <= low <= high, got {named}")
-        if "output_dir" in self.trl:
-            raise ValueError("set train.output_dir, not trl.output_dir (checkpoints go under it)")
-        if self.train.algorithm == "rloo" and self.train.rollout == "fast":
-            raise ValueError("train.rollout=fast works with GRPO only (TRL's RLOOTrainer takes no rollout_func)")
-        if self.train.resume not in ("auto", "never") and not Path(self.train.resume).is_dir():
-            raise ValueError(f"train.resume={self.train.resume!r}: expected 'auto', 'never' or a checkpoint folder")
-        method = self.reward.method
-        check_method(_import_callable(method) if ":" in method else method, self.reward.options)
-
-    def check_inputs(self, reward_model: bool = True) -> None:
-        """The policy and (unless a scorer stands in for it) the reward model exist: checked without loading,
-        before the output folder is made. Separate from :meth:`check`, which needs no files."""
-        if reward_model:
-            models.check_reference(self.reward.model, "reward.model")
-        models.check_reference(self.policy.model, "policy.model")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -111,16 +47,6 @@ def load_scorer(path: str) -> Scorer:
     from moslim.reward.scorer import RewardScorer
 
     return RewardScorer.from_pretrained(path)
-
-
-def _import_callable(spec: str):
-    import importlib
-
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import {spec!r} ({err}); expected 'package.module:function'") from None
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
@@ -243,7 +169,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
                                level_weights=config.data.level_weights)
 
     method = config.reward.method
-    method = _import_callable(method) if ":" in method else method
+    method = import_callable(method) if ":" in method else method
     reward = MoslimReward(scorer, objectives, method=method, mapping_options=config.reward.options,
                           template=template)
 
