@@ -188,3 +188,10 @@ def test_a_json_preference_needs_integer_levels_and_survives_deep_nesting():
         Preference.parse('{"verbosity": 1, "verbosity": 2}')
     with pytest.raises(ValueError, match="not valid JSON|JSON object"):
         Preference.parse("{" + "[" * 100_000)
+
+
+def test_check_method_binds_a_users_callable_without_running_it_on_a_toy_input():
+    def three_heads(probs, targets, mask, num_classes):
+        return probs[:, 2, 0]  # fine on the real reward model's three heads, an IndexError on a one-head toy
+
+    assert check_method(three_heads, {}) is three_heads
