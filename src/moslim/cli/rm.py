@@ -82,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from moslim.data.readers import iter_jsonl, write_jsonl
+    from moslim.data.readers import check_prompt, check_text, iter_jsonl, write_jsonl
     from moslim.models import check_reference
     from moslim.paths import resolve_path
     from moslim.reward.scorer import RewardScorer, expected_levels
@@ -92,12 +92,10 @@ def run_score(args: argparse.Namespace) -> int:
     for line_no, record in iter_jsonl(path):
         if isinstance(record, Exception):
             raise record
-        if not isinstance(record, dict) or "prompt" not in record or "response" not in record:
+        if not isinstance(record, dict):
             raise ValueError(f"{path}:{line_no}: expected an object with 'prompt' and 'response' fields")
-        response = record["response"]
-        if not isinstance(response, str) or not response.strip():
-            raise ValueError(f"{path}:{line_no}: 'response' must be a non-empty string (as `moslim data "
-                             f"validate` requires), got {response!r}")
+        check_prompt(record.get("prompt"), f"{path}:{line_no}")  # the rules `moslim data validate` applies
+        check_text(record.get("response"), "response", f"{path}:{line_no}")
         records.append(record)
     check_reference(args.model, "--model")
     scorer = RewardScorer.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
