@@ -124,17 +124,34 @@ class ObjectiveSet:
         return cls([_objective_from_dict(item, i, source) for i, item in enumerate(items)])
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> ObjectiveSet:
+    def from_yaml(cls, path: str | Path, with_factors: bool = False) -> ObjectiveSet:
+        """The file's objectives; ``with_factors``: followed by its ``factors`` (the labels a reward model's
+        factored head trains on, see :mod:`moslim.reward.model`), which data files may carry
+        as labels too. Other sections (the labelling spec) are not read."""
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
-        # An objectives file may carry other sections (the labelling spec); only 'objectives' is read.
-        return cls.from_dict(data, source=str(path))
+        objectives = cls.from_dict(data, source=str(path))
+        if not with_factors:
+            return objectives
+        factors = factors_from_dict(data, source=str(path))
+        return cls(list(objectives) + list(factors or ()))
+
+    def extended(self, other: ObjectiveSet | None) -> ObjectiveSet:
+        """This set followed by ``other``'s objectives (a name in both is an error)."""
+        return self if other is None else ObjectiveSet(list(self) + list(other))
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def factors_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ObjectiveSet | None:
+    """An objectives file's ``factors`` section (same form as ``objectives``), or None when it has none."""
+    if not isinstance(data, Mapping) or data.get("factors") is None:
+        return None
+    return ObjectiveSet.from_dict({"objectives": data["factors"]}, source=f"{source} (factors)")
 
 
 def _objective_from_dict(item: Any, i: int, source: str) -> Objective:

@@ -81,7 +81,7 @@ def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | Non
     from moslim.data.readers import example_parser, load_records, pair_parser, prompt_parser
     from moslim.objectives import ObjectiveSet
 
-    objectives = ObjectiveSet.from_yaml(args.objectives)
+    objectives = ObjectiveSet.from_yaml(args.objectives, with_factors=True)  # factor labels are labels too
     columns = _column_map(args.column)
     kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(args.path, args.split, columns,
                                                                              objectives)

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from moslim.objectives import ObjectiveSet
+from moslim.objectives import ObjectiveSet, factors_from_dict
 
 WORDS = "words"  # the signal every response carries: its whitespace word count
 BIN_KINDS = ("fixed", "quantile")
@@ -181,6 +181,10 @@ def load_labelling(path: str | Path, objectives: ObjectiveSet | None = None) -> 
         raise ValueError(f"{path}: no 'labelling' section (expected next to 'objectives')")
     spec = LabellingSpec.from_dict(data["labelling"], where=f"{path}: labelling")
     objectives = objectives or ObjectiveSet.from_dict(data, source=str(path))
+    factors = factors_from_dict(data, source=str(path))  # the labels a factored head trains on: labelled too
+    missing = [f for f in factors or () if f.name not in objectives]
+    if missing:
+        objectives = objectives.extended(ObjectiveSet(missing))
     return spec.check(objectives, where=f"{path}: labelling")
 
 

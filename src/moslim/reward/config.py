@@ -20,6 +20,10 @@ class ModelSection:
     # Freeze the embeddings and the first N layers (0: none). With train.cache_frozen their output is
     # computed once per example, so the top layers and heads train for many epochs at a fraction of the cost.
     freeze_layers: int = 0
+    # A two-level objective computed as XSTest's rule from two factor heads: harmful (level 0) =
+    # P(request unsafe) x P(answer complies). The objectives file's `factors` section names the two factors
+    # (request first, answer second); data rows may label them. None: every objective has a plain head.
+    factored: str | None = None
     lora: LoraSection = field(default_factory=LoraSection)
 
 

@@ -32,6 +32,14 @@ def read_objectives(path: str | Path) -> tuple[ObjectiveSet, dict[str, Any] | No
     return objectives, labelling
 
 
+def read_factors(path: str | Path) -> ObjectiveSet | None:
+    """An objectives file's ``factors`` section (a reward model's factored head trains on them), or None."""
+    from moslim.objectives import factors_from_dict
+
+    path = resolve_path(path)
+    return factors_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), source=str(path))
+
+
 def subsample(items: list, limit: int | None, seed: int = 0) -> list:
     """At most ``limit`` items, a seeded random subset kept in file order (files are often grouped by source,
     so the first ``limit`` rows could miss a whole source and its objectives)."""
@@ -73,12 +81,16 @@ def _existing(path: str | Path) -> Path:
     return resolved
 
 
-def label_tensor(examples: list[Example], objectives: ObjectiveSet) -> torch.Tensor:
-    """(n, k) long: each example's level per head, IGNORE where it has no label."""
+def label_tensor(examples: list[Example], objectives: ObjectiveSet, strict: bool = True) -> torch.Tensor:
+    """(n, k) long: each example's level per head, IGNORE where it has no label.
+
+    ``strict=False`` skips labels for names outside ``objectives`` (a factor's labels, for a model
+    without that factored head); otherwise such a label is an error."""
     labels = torch.full((len(examples), len(objectives)), IGNORE, dtype=torch.long)
     for row, example in enumerate(examples):
         for name, level in example.labels.items():
-            labels[row, objectives.index(name)] = level
+            if strict or name in objectives:
+                labels[row, objectives.index(name)] = level
     return labels
 
 

@@ -142,11 +142,12 @@ def evaluate_reward_model(model: Any, data: str | os.PathLike | list[Example] | 
     scorer = model if isinstance(model, RewardScorer) else RewardScorer.from_pretrained(
         model, device=device, batch_size=batch_size, max_length=max_length)
     objectives = scorer.objectives
+    heads = scorer.model.training_objectives  # a factored objective's factors are scored too
     results: dict[str, Any] = {"heads": {}, "pairs": {}}
     if data is not None:
-        examples = data if isinstance(data, list) else load_examples(data, objectives)
-        probs = scorer.score([e.prompt for e in examples], [e.response for e in examples])
-        results["heads"] = head_metrics(probs, label_tensor(examples, objectives), objectives)
+        examples = data if isinstance(data, list) else load_examples(data, heads)
+        probs = scorer.score([e.prompt for e in examples], [e.response for e in examples], with_factors=True)
+        results["heads"] = head_metrics(probs, label_tensor(examples, heads, strict=False), heads)
     if pairs is not None:
         pairs = pairs if isinstance(pairs, list) else load_pairs(pairs, objectives)
         if pairs:

@@ -104,7 +104,7 @@ class FrozenPrefix:
         self._captured = output[0] if isinstance(output, tuple) else output
 
     def top_logits(self, states: list[torch.Tensor]) -> torch.Tensor:
-        """Cached states of a batch -> logits (b, k, c) from layers ``n..`` and the heads (with gradients)."""
+        """Cached states of a batch -> training logits (b, k', c) from layers ``n..`` and the heads (with gradients)."""
         t = max(s.shape[0] for s in states)
         d = states[0].shape[-1]
         hidden = states[0].new_zeros((len(states), t, d))
@@ -113,7 +113,8 @@ class FrozenPrefix:
             hidden[row, : s.shape[0]] = s
             mask[row, : s.shape[0]] = 1
         with only_layers(self.model.backbone, self.n):
-            return self.model(inputs_embeds=hidden.to(self.device), attention_mask=mask.to(self.device)).logits
+            output = self.model(inputs_embeds=hidden.to(self.device), attention_mask=mask.to(self.device))
+            return self.model.training_logits(output)
 
     @torch.inference_mode()
     def check(self, items: list[Encoded], states: list[torch.Tensor], atol: float = 2e-2) -> float:
@@ -126,7 +127,7 @@ class FrozenPrefix:
         self.model.eval()
         try:
             batch = collate(items, self.pad_id)
-            full = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits.float()
+            full = self.model.training_logits(self.model(**{k: v.to(self.device) for k, v in batch.items()})).float()
             cached = self.top_logits(states).float()
         finally:
             self.model.train(was_training)

@@ -7,6 +7,14 @@ nested as ``text_config``), a pooling of the token states into one vector per ex
 heads. Heads may have different numbers of classes; their logits are padded to c with ``-inf`` so a
 softmax gives the padded classes probability 0. The saved folder is self-describing: ``config.json``
 carries the objective set and labelling spec, and ``objectives.yaml`` repeats them for people.
+
+A *factored* objective (``config.factored``, two levels) has no class logits of its own. Its head's two
+outputs are the logits of two binary *factors*, a request factor (level 1: the request is unsafe) and an
+answer factor (level 1: the answer refuses), and its harmful level 0 gets the probability
+P(request unsafe) x P(answer complies): XSTest's rule, where refusing an unsafe request and any answer to a
+safe one are harmless. Each factor learns from its own labels (``config.factors`` names them: prompt sets
+whose safety is known, human refusal labels), far more rows than the product's rare level 0 has, and the
+product's own labels and preference pairs train both through it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class MultiHeadRewardConfig(PreTrainedConfig):
     input_format: str = "chat"
     head_dropout: float = 0.0
     train_max_length: int | None = None
+    factored: str | None = None
+    factors: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -67,18 +77,34 @@ class MultiHeadRewardConfig(PreTrainedConfig):
             raise ValueError(f"input_format {self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
         if self.objectives is None:
             raise ValueError("MultiHeadRewardConfig needs `objectives` (ObjectiveSet.to_dict())")
+        if self.factored is not None:
+            objectives = self.objective_set
+            if self.factored not in objectives or objectives[self.factored].num_levels != 2:
+                raise ValueError(f"factored objective {self.factored!r} must be one of the objectives "
+                                 f"({', '.join(objectives.names)}) and have 2 levels")
+            factors = self.factor_set
+            if factors is None or len(factors) != 2 or any(f.num_levels != 2 for f in factors):
+                raise ValueError(f"factored objective {self.factored!r} needs `factors`: two objectives of 2 "
+                                 f"levels each (the request factor, then the answer factor), got "
+                                 f"{factors.names if factors else None}")
 
     @property
     def objective_set(self) -> ObjectiveSet:
         return ObjectiveSet.from_dict(self.objectives, source="reward model config")
 
+    @property
+    def factor_set(self) -> ObjectiveSet | None:
+        return ObjectiveSet.from_dict(self.factors, source="reward model config (factors)") if self.factors else None
+
 
 @dataclass
 class MultiHeadRewardOutput(ModelOutput):
-    """``logits`` (b, k, c) with ``-inf`` on padded classes; ``pooled`` (b, d)."""
+    """``logits`` (b, k, c) with ``-inf`` on padded classes; ``pooled`` (b, d); ``factor_logits`` (b, 2), the
+    factored objective's request and answer factors (level-1 logits), or None."""
 
     logits: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
+    factor_logits: torch.Tensor | None = None
 
 
 def is_decoder_config(config: PreTrainedConfig) -> bool:
@@ -140,11 +166,28 @@ class MultiHeadRewardModel(PreTrainedModel):
         """(k,) long: each head's number of levels."""
         return torch.tensor([head.out_features for head in self.heads], dtype=torch.long)
 
+    @property
+    def training_objectives(self) -> ObjectiveSet:
+        """What training labels name: the objectives, then the factors of a factored objective (if any)."""
+        return self.objectives.extended(self.config.factor_set)
+
+    def training_logits(self, output: MultiHeadRewardOutput) -> torch.Tensor:
+        """(b, k', c) logits over :attr:`training_objectives`: the objectives', then each factor's as two
+        classes (0, its level-1 logit), so the masked per-head loss trains the factors like any head."""
+        if output.factor_logits is None:
+            return output.logits
+        f = output.factor_logits.to(output.logits.dtype)  # (b, 2)
+        extra = output.logits.new_full((f.shape[0], 2, output.logits.shape[-1]), float("-inf"))
+        extra[..., 0] = 0.0
+        extra[..., 1] = f
+        return torch.cat([output.logits, extra], dim=1)
+
     @classmethod
     def from_backbone(cls, name_or_path: str | os.PathLike, objectives: ObjectiveSet,
                       pooling: str | None = None, input_format: str | None = None,
                       labelling: dict | None = None, head_dropout: float = 0.0,
-                      seed: int = 0, **load_kwargs: Any) -> MultiHeadRewardModel:
+                      seed: int = 0, factored: str | None = None, factors: ObjectiveSet | None = None,
+                      **load_kwargs: Any) -> MultiHeadRewardModel:
         """A fresh reward model on a pretrained backbone folder; heads initialised from ``seed``.
 
         Defaults: decoders pool the ``"last"`` token and read the ``"chat"`` format when the tokenizer
@@ -156,6 +199,7 @@ class MultiHeadRewardModel(PreTrainedModel):
             text_config=backbone.config, objectives=objectives.to_dict(), labelling=labelling,
             pooling=pooling or ("last" if decoder else "mean"),
             input_format=input_format or ("chat" if decoder else "pair"), head_dropout=head_dropout,
+            factored=factored, factors=factors.to_dict() if factors is not None else None,
         )
         with torch.device("meta"):  # skip a throw-away random init of the whole backbone
             model = cls(config)
@@ -196,9 +240,15 @@ class MultiHeadRewardModel(PreTrainedModel):
         features = self.dropout(pooled)
         c = max(head.out_features for head in self.heads)
         logits = features.new_full((features.shape[0], len(self.heads), c), float("-inf"))
+        factored = self.objectives.index(self.config.factored) if self.config.factored else None
+        factor_logits = None
         for i, head in enumerate(self.heads):
-            logits[:, i, : head.out_features] = head(features.to(head.weight.dtype)).to(logits.dtype)
-        return MultiHeadRewardOutput(logits=logits, pooled=pooled)
+            out = head(features.to(head.weight.dtype)).to(logits.dtype)
+            if i == factored:
+                factor_logits = out
+                out = factored_log_probs(out.float()).to(logits.dtype)
+            logits[:, i, : head.out_features] = out
+        return MultiHeadRewardOutput(logits=logits, pooled=pooled, factor_logits=factor_logits)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -206,6 +256,14 @@ class MultiHeadRewardModel(PreTrainedModel):
         if self.config.labelling:
             data["labelling"] = self.config.labelling
         Path(save_directory, OBJECTIVES_FILE).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def factored_log_probs(factor_logits: torch.Tensor) -> torch.Tensor:
+    """(b, 2) level-1 logits of (request unsafe, answer refuses) -> (b, 2) log-probabilities of the factored
+    objective: level 0 (harmful) = P(unsafe) x P(complies), level 1 = the rest."""
+    unsafe, refuses = factor_logits.unbind(-1)
+    log_harm = (torch.nn.functional.logsigmoid(unsafe) + torch.nn.functional.logsigmoid(-refuses)).clamp(max=-1e-7)
+    return torch.stack([log_harm, torch.log(-torch.expm1(log_harm))], dim=-1)
 
 
 def save_reward_model(model: MultiHeadRewardModel, tokenizer: Any, path: str | os.PathLike) -> Path:

@@ -60,12 +60,15 @@ class RewardScorer:
     def objectives(self) -> ObjectiveSet:
         return self.model.objectives
 
-    def score(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
-        """prompts (chat or text, system turns ignored), responses -> probs (b, k, c) float32 on CPU."""
+    def score(self, prompts: list[Prompt], responses: list[str], with_factors: bool = False) -> torch.Tensor:
+        """prompts (chat or text, system turns ignored), responses -> probs (b, k, c) float32 on CPU.
+
+        ``with_factors``: (b, k', c) over ``model.training_objectives``, a factored objective's two factors
+        after the objectives (the same as (b, k, c) for a model without one)."""
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; they must pair up")
         encoded = [self.encoder.encode(p, r) for p, r in zip(prompts, responses)]
-        return predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device)
+        return predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device, with_factors)
 
     def levels(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         """(b, k) long: each head's most probable level."""
@@ -74,17 +77,20 @@ class RewardScorer:
 
 @torch.inference_mode()
 def predict_probs(model: MultiHeadRewardModel, encoded: list[Encoded], pad_id: int, batch_size: int,
-                  device: torch.device) -> torch.Tensor:
-    """Encoded pairs -> probs (n, k, c) float32 on CPU, in the given order; batches sorted by length."""
+                  device: torch.device, with_factors: bool = False) -> torch.Tensor:
+    """Encoded pairs -> probs (n, k, c) float32 on CPU, in the given order; batches sorted by length.
+    ``with_factors``: (n, k', c) over ``model.training_objectives`` (see ``RewardScorer.score``)."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
-    k, c = len(model.heads), int(model.num_classes.max())
+    k = len(model.training_objectives) if with_factors else len(model.heads)
+    c = int(model.num_classes.max())
     probs = torch.zeros((len(encoded), k, c), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = collate([encoded[i] for i in rows], pad_id)
-        logits = model(**{name: t.to(device) for name, t in batch.items()}).logits
+        output = model(**{name: t.to(device) for name, t in batch.items()})
+        logits = model.training_logits(output) if with_factors else output.logits
         probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()  # exp(-inf) = 0 on padded classes
     model.train(was_training)
     return probs

@@ -32,7 +32,14 @@ from safetensors.torch import load_model, save_model
 from moslim.config import save_config, to_dict
 from moslim.paths import atomic_folder
 from moslim.reward.config import ModelSection, RewardTrainConfig
-from moslim.reward.data import encode_examples, label_tensor, load_examples, load_pairs, read_objectives
+from moslim.reward.data import (
+    encode_examples,
+    label_tensor,
+    load_examples,
+    load_pairs,
+    read_factors,
+    read_objectives,
+)
 from moslim.reward.encoding import PairEncoder, collate, pad_id_of
 from moslim.reward.evaluate import evaluate_reward_model, head_metrics
 from moslim.reward.frozen import FrozenPrefix, freeze_prefix
@@ -45,8 +52,8 @@ RUN_FILE = "moslim_run.json"
 CHECKPOINT = "checkpoint"
 
 
-def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objectives, labelling, seed: int
-                ) -> MultiHeadRewardModel:
+def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objectives, labelling, seed: int,
+                factors=None) -> MultiHeadRewardModel:
     from transformers import AutoConfig
 
     from moslim.reward.model import is_decoder_config
@@ -56,7 +63,8 @@ def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objec
         input_format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     model = MultiHeadRewardModel.from_backbone(
         backbone_path, objectives, pooling=section.pooling, input_format=input_format, labelling=labelling,
-        head_dropout=section.head_dropout, seed=seed)
+        head_dropout=section.head_dropout, seed=seed, factored=section.factored,
+        factors=factors if section.factored else None)
     if section.max_layers:
         truncate_layers(model, section.max_layers)
     if section.freeze_backbone:
@@ -188,9 +196,17 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
 
     # 1. Objectives, data, model.
     objectives, labelling = read_objectives(cfg.objectives)
+    factors = read_factors(cfg.objectives)
+    if config.model.factored and factors is None:
+        raise ValueError(f"model.factored: {config.model.factored!r} needs the objectives file {cfg.objectives} to "
+                         f"name its two factors in a `factors` section (request factor, then answer factor)")
     backbone_path = resolve(config.model.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone_path)
-    model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed).to(device)
+    model = build_model(config.model, backbone_path, tokenizer, objectives, labelling, t.seed,
+                        factors if config.model.factored else None).to(device)
+    # What the labels may name: the objectives, then the file's factors; what trains: the model's heads (the
+    # factors too when a head is factored, else their labels are read and left out).
+    readable, heads = objectives.extended(factors), model.training_objectives
     positions = getattr(model.config.text_config, "max_position_embeddings", None)
     if positions and cfg.max_length > positions:
         raise ValueError(f"data.max_length {cfg.max_length} exceeds the backbone's {positions} positions; "
@@ -198,13 +214,15 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     encoder = PairEncoder(tokenizer, model.config.input_format, cfg.max_length)
     model.config.train_max_length = cfg.max_length
     pad_id = pad_id_of(tokenizer)
-    train_examples = load_examples(cfg.train, objectives, cfg.max_train_examples, t.seed)
+    train_examples = load_examples(cfg.train, readable, cfg.max_train_examples, t.seed)
     if not train_examples:
         raise ValueError(f"{cfg.train}: no training examples")
-    train_encoded, train_labels = encode_examples(train_examples, encoder), label_tensor(train_examples, objectives)
-    eval_examples = load_examples(cfg.eval, objectives, cfg.max_eval_examples, t.seed) if cfg.eval else []
-    eval_encoded, eval_labels = encode_examples(eval_examples, encoder), label_tensor(eval_examples, objectives)
-    num_classes = objectives.num_classes
+    train_encoded = encode_examples(train_examples, encoder)
+    train_labels = label_tensor(train_examples, heads, strict=False)
+    eval_examples = load_examples(cfg.eval, readable, cfg.max_eval_examples, t.seed) if cfg.eval else []
+    eval_encoded = encode_examples(eval_examples, encoder)
+    eval_labels = label_tensor(eval_examples, heads, strict=False)[:, : len(objectives)]
+    num_classes = heads.num_classes
     options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
     if t.class_weights == "balanced":
         options["class_weights"] = balanced_class_weights(train_labels, num_classes)
@@ -239,7 +257,7 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
     writer = _tensorboard(config, out)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
     progress = _progress(t.progress, total, state["step"])
-    window = _Window(len(objectives))
+    window = _Window(len(heads))
     started, cpu_started = time.perf_counter(), time.process_time()
     model.train()
     for step in range(state["step"], total):
@@ -268,10 +286,10 @@ def train_reward_model(config: RewardTrainConfig, on_step: Callable[[int], None]
         if t.log_every and done % t.log_every == 0 or done == total:
             record = {"step": done, "lr": scheduler.get_last_lr()[-1], "grad_norm": float(grad_norm), **window.flush()}
             state["history"].append(record)
-            log.info("step %d/%d %s", done, total, _format(record, objectives.names))
+            log.info("step %d/%d %s", done, total, _format(record, heads.names))
             _write_scalars(writer, "train", record, done)
             if progress is not None:
-                progress.set_postfix_str(_format(record, objectives.names), refresh=False)
+                progress.set_postfix_str(_format(record, heads.names), refresh=False)
         if t.eval_every and done % t.eval_every == 0 and eval_encoded:
             metrics = head_metrics(predict_probs(model, eval_encoded, pad_id, t.batch_size * 2, device),
                                    eval_labels, objectives)
@@ -359,7 +377,8 @@ def _frozen_prefix(config: RewardTrainConfig, model, pad_id: int, device, train_
 
 
 def _logits(model, cached: _Cached | None, kind: str, rows: list[int], encoded: list, pad_id: int, device):
-    """Logits (b, k, c) for ``rows`` of ``encoded``; pairs give chosen rows then rejected rows (2b, k, c)."""
+    """Training logits (b, k', c) for ``rows`` of ``encoded`` (see ``MultiHeadRewardModel.training_logits``);
+    pairs give chosen rows then rejected rows (2b, k', c)."""
     if kind == "pairs":
         if cached is not None:
             pairs = [cached.states["pairs"][i] for i in rows]
@@ -370,7 +389,7 @@ def _logits(model, cached: _Cached | None, kind: str, rows: list[int], encoded: 
             return cached.prefix.top_logits([cached.states["train"][i] for i in rows])
         items = [encoded[i] for i in rows]
     batch = {k: v.to(device) for k, v in collate(items, pad_id).items()}
-    return model(**batch).logits
+    return model.training_logits(model(**batch))
 
 
 def _add_time(state: dict[str, Any], started: float, cpu_started: float, step: int) -> None:
