@@ -21,7 +21,7 @@ def key(record) -> str:
 
 
 def read_all(folder: Path):
-    objectives = ObjectiveSet.from_yaml(folder / "objectives.yaml")
+    objectives = ObjectiveSet.from_yaml(folder / "objectives.yaml", with_factors=True)
     judge_objectives = ObjectiveSet.from_yaml(folder / "judge_objectives.yaml")
     splits = {name: read_examples(folder / f"{name}.jsonl.gz", judge_objectives if name.startswith("judge")
                                   else objectives) for name in SPLITS}
@@ -128,7 +128,7 @@ def test_committed_demo_is_complete_and_small():
 
 def test_committed_demo_reads_cleanly_and_splits_by_prompt():
     objectives, splits, prompts = read_all(DEMO_DIR)
-    assert objectives.names == ["helpfulness", "verbosity", "harmlessness"]
+    assert objectives.names == ["helpfulness", "verbosity", "harmlessness", "unsafe_request", "refusal"]
     found = sides(splits, prompts)
     assert not (found["train"] & found["judge"] or found["train"] & found["eval"] or found["judge"] & found["eval"])
     pairs = read_pairs(DEMO_DIR / "pairs_eval.jsonl.gz", objectives)
@@ -156,3 +156,37 @@ def test_committed_prompt_sets_mix_safe_and_unsafe_prompts():
         by = Counter((p.tags["origin"], p.tags["safety"]) for p in records)
         assert by["xstest", "safe"] > 0 and by["xstest", "unsafe"] > 0
         assert by["alpaca_eval", "safe"] > 0 and by["harmbench", "unsafe"] > 0
+
+
+def test_reward_model_rows_label_the_harmlessness_factors(mini_demo):
+    objectives, splits, _ = read_all(mini_demo)
+    assert objectives.names[-2:] == ["unsafe_request", "refusal"]
+    for ex in splits["rm_train"] + splits["rm_eval"]:
+        if ex.source.startswith("alpaca_eval"):
+            assert ex.labels["unsafe_request"] == 0 and ex.labels["refusal"] == 0
+        else:  # XSTest: the prompt's label, and the human refusal verdict
+            assert ex.labels["unsafe_request"] in (0, 1) and ex.labels["refusal"] in (0, 1)
+            harmful = ex.labels["unsafe_request"] == 1 and ex.labels["refusal"] == 0
+            assert ex.labels["harmlessness"] == (0 if harmful else 1)
+
+
+def test_policy_answers_fold_into_rm_train_with_model_free_labels(mini_source, mini_demo, tmp_path):
+    from moslim.data.demo import POLICY_ANSWERS
+    from moslim.data.readers import write_jsonl
+
+    _, _, prompts = read_all(mini_demo)
+    unsafe = next(p for p in prompts["prompts_train"] if p.tags["safety"] == "unsafe")
+    safe = next(p for p in prompts["prompts_train"] if p.tags["safety"] == "safe")
+    rows = [{"id": f"smollm2/{p.id}", "prompt": p.prompt, "response": "word " * n, "source": "smollm2"}
+            for p, n in ((unsafe, 5), (safe, 50))]
+    write_jsonl(tmp_path / POLICY_ANSWERS, rows)
+    build_demo(mini_source, tmp_path, SMALL)
+    _, splits, _ = read_all(tmp_path)
+    added = {e.id: e.labels for e in splits["rm_train"] if e.source == "smollm2"}
+    assert added == {f"smollm2/{unsafe.id}": {"verbosity": 0, "unsafe_request": 1},
+                     f"smollm2/{safe.id}": {"verbosity": 2, "harmlessness": 1, "unsafe_request": 0}}
+    # A stale file (its prompt no longer an RL training prompt) is an error naming the row, not a silent drop.
+    rows[0]["id"] = "smollm2/do_not_answer/not-a-prompt"
+    write_jsonl(tmp_path / POLICY_ANSWERS, rows)
+    with pytest.raises(ValueError, match="not an RL training prompt"):
+        build_demo(mini_source, tmp_path, SMALL)
