@@ -1,5 +1,5 @@
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -108,3 +108,18 @@ def test_an_override_value_that_is_not_yaml_names_the_override():
         with pytest.raises(ValueError, match="the value is not valid YAML") as err:
             load_config(Job, None, [item])
         assert str(err.value).startswith(f"override {item!r}")
+
+
+@dataclass
+class Retiring:
+    RETIRED: ClassVar[dict[str, dict[str, str]]] = {"mode": {"old": "gone in v2; use 'new'"}}
+
+    mode: Literal["new", "other"] = "new"
+
+
+def test_retired_value_gets_its_own_message(tmp_path):
+    with pytest.raises(ValueError, match=r"^override 'mode=old': 'old' is not available: gone in v2; use 'new'$"):
+        load_config(Retiring, None, ["mode=old"])
+    with pytest.raises(ValueError, match=r"'bad' is not one of 'new', 'other'"):
+        load_config(Retiring, None, ["mode=bad"])
+    assert load_config(Retiring, write(tmp_path, "mode: other\n")).mode == "other"

@@ -2,7 +2,9 @@
 
 ``load_config(TrainConfig, "configs/rm.yaml", ["train.learning_rate=1e-4"])`` reads the YAML, applies the
 overrides, and builds the dataclass tree. Unknown keys are rejected with a "did you mean"; a field
-typed ``dict[str, Any]`` is a pass-through section (e.g. TRL's own options, which TRL validates).
+typed ``dict[str, Any]`` is a pass-through section (e.g. TRL's own options, which TRL validates). A class
+may name old keys (``RENAMED``: {old: new}) and values that are gone (``RETIRED``: {field: {value: why}}),
+so that they get a message of their own instead of "unknown key" / "is not one of".
 
 Numbers are range-checked as they are read, before anything loads: every int / float field must be >= 0
 unless its field says otherwise with :func:`bounded` (``max_steps: int | None = bounded(None, low=1)``).
@@ -124,9 +126,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
         place = _place(f"{where}:{key}" if where else key)
         raise ValueError(f"{place}: unknown key {key!r} in {cls.__name__}{hint}")
+    retired = getattr(cls, "RETIRED", {})  # {field: {value: why it is gone and what to use instead}}
     kwargs = {}
     for name, value in data.items():
         at = f"{where}:{name}" if where else name
+        if isinstance(value, str) and value in retired.get(name, {}):
+            raise ValueError(f"{_place(at)}: {value!r} is not available: {retired[name][value]}")
         kwargs[name] = _check_range(fields[name], _convert(hints[name], value, at), at)
     try:
         obj = cls(**kwargs)

@@ -49,3 +49,10 @@ def test_bad_config_is_a_clear_cli_error(tmp_path, capsys):
 def test_generate_needs_a_question_or_an_input_file(capsys):
     assert main(["generate", "--policy", "x"]) == 2
     assert "either a question or --input" in capsys.readouterr().err
+
+
+def test_ppo_is_a_clear_cli_error(tmp_path, capsys):
+    path = tmp_path / "rl.yaml"
+    path.write_text("train: {algorithm: ppo}\n")
+    assert main(["rl", "train", "--config", str(path)]) == 2
+    assert "configs/verl/ppo.sh" in capsys.readouterr().err

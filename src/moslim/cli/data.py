@@ -1,4 +1,4 @@
-"""`moslim data`: validate files, show their level balance, and build the demo dataset."""
+"""`moslim data`: validate files, show their level balance, build the demo dataset, export RL prompts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from moslim.cli import data_export
 from moslim.cli.output import make_console
 
 DEMO_OBJECTIVES = Path(__file__).resolve().parent.parent / "assets" / "demo" / "objectives.yaml"
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--source", type=Path, required=True, help="the public data folder (../shared/data)")
     build.add_argument("--out", type=Path, help="output folder (default: the package's assets/demo)")
     build.set_defaults(func=run_build_demo)
+
+    data_export.register(commands)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from moslim import models
 from moslim.config import LoraSection, bounded
@@ -43,6 +43,11 @@ class DataSection:
 
 @dataclass
 class TrainSection:
+    RETIRED: ClassVar[dict[str, dict[str, str]]] = {"algorithm": {"ppo": (
+        "TRL removed PPOTrainer in 1.13 and moslim pins TRL 1.16, so there is no in-process PPO; run PPO "
+        "on verl (configs/verl/ppo.sh) or OpenRLHF (configs/openrlhf/ppo.sh) with moslim's reward, "
+        "see docs/scaling.md; train.algorithm here is 'grpo' or 'rloo'")}}
+
     algorithm: Literal["grpo", "rloo"] = "grpo"
     # The CPU fast path or TRL's own, for *both* generation (moslim.policy.fast's batched sampler vs TRL's
     # generate / vLLM) and the update's log-probs (completion positions only, eager attention on CPU, vs
