@@ -69,7 +69,8 @@ def point_input(method: str, point: dict[str, Any], cfg: BaselineConfig, objecti
     names = cfg.grid.objectives
     preference = levels_for(point["weights"], names, objectives)
     if method in ("moslim", "prompt-only"):
-        return preference, saved_template(point["policy"], cfg.template), preference.to_string()
+        template = saved_template(point["policy"], cfg.template)
+        return preference, template, template.render(preference, objectives)
     if method == "ric":
         desired = ric_desired_rewards(point["weights"], ric_info["low"], ric_info["high"])
         text = ric_system_message(dict(zip(ric_info["objectives"], desired)), ric_info["header"])
@@ -115,7 +116,7 @@ def evaluate_points(method: str, points: list[dict[str, Any]], cfg: BaselineConf
                 row.update(point=point["index"], weights=point["weights"], targets=entry["targets"])
             judge_rows(rows, judges)
             write_jsonl(path, rows)
-            log.info("point %d (%s): %d completions in %.0f s", point["index"], text[:60], len(rows),
+            log.info("point %d (%s): %d completions in %.0f s", point["index"], point["input"], len(rows),
                      time.perf_counter() - start)
             if interp_s is not None:
                 entry["interpolation_s"] = round(interp_s, 2)
