@@ -109,3 +109,12 @@ def test_a_third_objective_in_the_grid_is_refused(baseline_config):
     cfg = baseline_config("bad", "grid.objectives=[verbosity, harmlessness, helpfulness]")
     with pytest.raises(ValueError, match="expected two different objectives"):
         run_baseline("morlhf", cfg)
+
+
+def test_soups_of_lora_adapters_train_and_evaluate(baseline_config):
+    cfg = baseline_config("soups-lora", "grid.points=3", "rl.moslim_steps=2",
+                          "rl.overrides=[policy.lora.enabled=true, policy.lora.save=adapter, policy.lora.r=4]")
+    summary = run_baseline("soups", cfg, progress=False)
+    final = cfg_path(cfg) / "policies" / "verbosity" / "final"
+    assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
+    assert len(summary["points"]) == 3 and all(p["n"] == 2 for p in summary["points"])
