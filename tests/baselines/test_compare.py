@@ -94,3 +94,12 @@ def test_cli_rejects_a_bad_config_value_with_its_place(tmp_path, capsys):
     path.write_text("rl:\n  budget: equal_flops\n")
     assert main(["baseline", "morlhf", "--config", str(path)]) == 2
     assert "rl:budget: 'equal_flops' is not one of 'equal_compute', 'equal_steps'" in capsys.readouterr().err
+
+
+def test_cli_takes_overrides_after_the_config(tmp_path, capsys):
+    from moslim.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("grid:\n  points: 11\n")
+    assert main(["baseline", "morlhf", "--config", str(path), "rl.policies=12"]) == 2
+    assert "rl.policies=12: at most grid.points=11 policies" in capsys.readouterr().err

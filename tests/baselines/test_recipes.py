@@ -89,7 +89,8 @@ def test_ric_scores_offline_data_sfts_and_runs_an_online_round(baseline_config, 
     info = json.loads((final / "ric.json").read_text())
     # the evaluation's system messages carry RiC's desired rewards: at w = (0, 1) verbosity gets its minimum
     first = summary["points"][0]
-    assert f"verbosity {info['low'][0]:.2f}" in first["system"] and f"harmlessness {info['high'][1]:.2f}" in first["system"]
+    assert f"verbosity {info['low'][0]:.2f}" in first["system"]
+    assert f"harmlessness {info['high'][1]:.2f}" in first["system"]
     c = summary["compute"]
     assert c["training_runs"] == 1 and c["sft_steps"] == 4 and c["rl_steps"] == 0
 

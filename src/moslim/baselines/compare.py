@@ -61,7 +61,8 @@ def check_comparable(runs: list[dict[str, Any]], paths: Sequence[str | Path]) ->
         for run, path in zip(runs[1:], paths[1:]):
             if run[key] != first[key]:
                 raise ValueError(f"{path}: its {key} ({str(run[key])[:80]}) differ from {paths[0]}'s "
-                                 f"({str(first[key])[:80]}); evaluate every method with the same grid and eval sections")
+                                 f"({str(first[key])[:80]}); evaluate every method with the same grid and eval "
+                                 "sections")
 
 
 def labels(runs: list[dict[str, Any]]) -> list[str]:

@@ -69,7 +69,8 @@ def weights_for_levels(preference: Preference, names: Sequence[str], objectives:
     """The inverse for two objectives: the middle of the weights ``(t, 1 - t)`` that map to these levels.
 
     ``level_i`` comes from ``w_i`` in ``[(level_i - 1/2) / (C_i - 1), (level_i + 1/2) / (C_i - 1))``; the two
-    intervals are intersected on ``t`` (ends included) and their middle returned, checked by mapping it back. An empty intersection is an error."""
+    intervals are intersected on ``t`` (ends included) and their middle returned, checked by mapping it back.
+    Levels no weight vector reaches are an error."""
     if len(names) != 2:
         raise ValueError(f"weights_for_levels inverts the two-objective grid; got objectives {list(names)}")
     targets = preference.validate(objectives).as_dict()

@@ -116,8 +116,9 @@ def train_sft(start: str, rows: list[dict[str, Any]], header: str, output_dir: P
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    write_json(output_dir / SFT_RUN, {"final": str(final), "start": str(start), "global_step": trainer.state.global_step,
-                                      "rows": len(rows), "wall_s": round(time.perf_counter() - begin, 1),
+    write_json(output_dir / SFT_RUN, {"final": str(final), "start": str(start),
+                                      "global_step": trainer.state.global_step, "rows": len(rows),
+                                      "wall_s": round(time.perf_counter() - begin, 1),
                                       "losses": losses, "resumed_from": str(checkpoint) if checkpoint else None})
     return {"kind": "sft", "steps": trainer.state.global_step}
 
@@ -168,7 +169,8 @@ def ric_plan(cfg: BaselineConfig, stages: Stages, scorer) -> list[dict[str, Any]
     def info() -> dict[str, Any]:
         ranges = read_json(folder / "data.json")
         return {"objectives": ranges["objectives"], "low": ranges["low"], "high": ranges["high"],
-                "header": cfg.ric.header, "mapping": "RiC: R_i = high_i if w_i >= 1/m else low_i + m w_i (high_i - low_i)"}
+                "header": cfg.ric.header,
+                "mapping": "RiC: R_i = high_i if w_i >= 1/m else low_i + m w_i (high_i - low_i)"}
 
     def data(upto: int) -> list[dict[str, Any]]:
         rows = read_jsonl(folder / "data.jsonl")

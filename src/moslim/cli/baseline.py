@@ -15,10 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run one method's stages (training, then generation and judging at every grid point) into "
         "OUT, reusing finished stages; writes OUT/baseline_run.json last. 'moslim' and 'prompt-only' only "
         "evaluate a given policy. See docs/baselines.md.")
-    parser.add_argument("method", choices=METHODS, help="the method to run")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/baselines/morlhf.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.policies=5 eval.num_prompts=8")
-    parser.set_defaults(func=run_baseline)
+    methods = parser.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for method in METHODS:  # one subcommand each, so the overrides may follow --config (as `moslim rl train`)
+        one = methods.add_parser(method, help=f"run {method} (see docs/baselines.md)")
+        one.add_argument("--config", required=True, help=f"YAML config, e.g. configs/baselines/"
+                         f"{method.replace('-', '_')}.yaml")
+        one.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.policies=5 eval.num_prompts=8")
+        one.set_defaults(func=run_baseline)
 
     compare = sub.add_parser(
         "compare", help="compare methods' runs: fronts, hypervolume, request-following, compute",
@@ -44,9 +47,10 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     summary = run(args.method, cfg, announce=announce)
     c = summary["compute"]
-    console.print(f"{args.method}: hypervolume {summary['hypervolume']:.3f} (reference {tuple(summary['reference_point'])}); "
-                  f"{c.get('training_runs')} training run(s), {c.get('rl_steps') or 0} RL + {c.get('sft_steps') or 0} SFT "
-                  f"steps, {c.get('cpu_seconds')} CPU s; wrote [bold]{cfg.out}/baseline_run.json[/bold]")
+    console.print(f"{args.method}: hypervolume {summary['hypervolume']:.3f} "
+                  f"(reference {tuple(summary['reference_point'])}); {c.get('training_runs')} training run(s), "
+                  f"{c.get('rl_steps') or 0} RL + {c.get('sft_steps') or 0} SFT steps, {c.get('cpu_seconds')} CPU s; "
+                  f"wrote [bold]{cfg.out}/baseline_run.json[/bold]")
     return 0
 
 
