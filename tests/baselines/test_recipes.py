@@ -91,6 +91,8 @@ def test_ric_scores_offline_data_sfts_and_runs_an_online_round(baseline_config, 
     first = summary["points"][0]
     assert f"verbosity {info['low'][0]:.2f}" in first["system"]
     assert f"harmlessness {info['high'][1]:.2f}" in first["system"]
+    middle = summary["points"][1]  # w = (0.5, 0.5): both weights >= 1/2, both rewards at their maximum
+    assert middle["system"].endswith(f"verbosity {info['high'][0]:.2f}, harmlessness {info['high'][1]:.2f}")
     c = summary["compute"]
     assert c["training_runs"] == 1 and c["sft_steps"] == 4 and c["rl_steps"] == 0
 

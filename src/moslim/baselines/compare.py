@@ -99,7 +99,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]
               "grid_points": runs[0]["grid_points"], "methods": methods}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plot = plot_fronts(methods, result["objectives"], out / "compare-fronts.png")
+    plot = plot_fronts(methods, result["objectives"], out / "compare-fronts.png", reference)
     markdown = compare_markdown(result, plot.name if plot else None)
     write_json(out / "compare.json", result)
     (out / "compare.md").write_text(markdown, encoding="utf-8")
@@ -107,7 +107,7 @@ def compare_runs(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]
     return result
 
 
-def plot_fronts(methods: dict[str, Any], names: list[str], path: Path) -> Path | None:
+def plot_fronts(methods: dict[str, Any], names: list[str], path: Path, reference: Sequence[float]) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,15 +115,21 @@ def plot_fronts(methods: dict[str, Any], names: list[str], path: Path) -> Path |
 
     from moslim.evaluation.plots import _staircase
 
+    markers, styles = "os^Dv<>", ["-", "--", "-.", ":"]
     fig, ax = plt.subplots(figsize=(6, 5))
     for i, (label, entry) in enumerate(methods.items()):
-        color = f"C{i}"
+        color, marker = f"C{i}", markers[i % len(markers)]
         pts = [p["achieved"] for p in entry["points"] if None not in p["achieved"]]
         if not pts:
             continue
-        ax.scatter([x for x, _ in pts], [y for _, y in pts], color=color, alpha=0.45, s=18)
+        ax.scatter([x for x, _ in pts], [y for _, y in pts], color=color, marker=marker, alpha=0.45, s=22)
+        # The dominated region's boundary, closed down to the reference point's axes so that a one-point front
+        # shows as its rectangle.
         front = sorted(map(tuple, entry["front"]))
-        ax.plot(*_staircase(front), color=color, label=f"{label} (HV {entry['hypervolume']:.3f})")
+        xs, ys = _staircase(front)
+        xs, ys = [reference[0], *xs, front[-1][0]], [front[0][1], *ys, reference[1]]
+        ax.plot(xs, ys, color=color, linestyle=styles[i % len(styles)],
+                label=f"{label} (HV {entry['hypervolume']:.3f})")
     ax.set(xlabel=f"{names[0]} (achieved / top level)", ylabel=f"{names[1]} (achieved / top level)",
            xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), title="Pareto fronts on the 11-point preference grid")
     ax.legend(fontsize=8, loc="lower left")
@@ -146,7 +152,7 @@ def compare_markdown(result: dict[str, Any], plot: str | None) -> str:
           f"Objectives: **{names[0]}** and **{names[1]}** (the two the demo's independent judges measure). "
           f"{result['grid_points']} preference points w = (t, 1 - t), {result['prompts']} held-out prompts each. "
           f"Achieved value = mean judged level / top level; hypervolume of each method's achieved points, "
-          f"reference point {ref}.", ""]
+          f"reference point {ref}.", "", judged_by(methods), ""]
     rows = []
     for label, m in methods.items():
         c = m["compute"]
@@ -185,6 +191,16 @@ def compare_markdown(result: dict[str, Any], plot: str | None) -> str:
     md += table(header, [[f"{t:.1f}", *(by_t[t].get(label, "-") for label in methods)] for t in sorted(by_t)])
     md += ["", "Methods that train a policy per point (MORLHF) have figures only at the points they trained."]
     return "\n".join(md) + "\n"
+
+
+def judged_by(methods: dict[str, Any]) -> str:
+    """Which judge gave each objective's levels (an untrusted judge model is replaced by the reward model)."""
+    seen = {json.dumps(m["judge_of"], sort_keys=True) for m in methods.values()}
+    first = next(iter(methods.values()))["judge_of"]
+    text = "Judged by: " + ", ".join(f"{n}: {j}" for n, j in first.items())
+    if "reward_model" in first.values():
+        text += " (the reward model stands in where no independent judge reaches the macro-F1 bar: biased)"
+    return text + ("." if len(seen) == 1 else "; other runs used other judges (see compare.json).")
 
 
 def verdict(methods: dict[str, Any]) -> str:

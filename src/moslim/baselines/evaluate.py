@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moslim.baselines.config import BaselineConfig
-from moslim.baselines.grid import levels_for, ric_desired_rewards, ric_system_message
+from moslim.baselines.grid import levels_for
 from moslim.data.readers import write_jsonl
 from moslim.data.schema import prompt_text
 from moslim.evaluation.runner import REWARD_MODEL, build_judges, judge_quality, judge_rows, read_jsonl, select_prompts
@@ -63,8 +63,8 @@ def judges_for(cfg: BaselineConfig):
     return objectives, judges, judge_of, quality
 
 
-def point_input(method: str, point: dict[str, Any], cfg: BaselineConfig, objectives: ObjectiveSet,
-                ric_info: dict[str, Any] | None) -> tuple[Preference, Any, str]:
+def point_input(method: str, point: dict[str, Any], cfg: BaselineConfig,
+                objectives: ObjectiveSet) -> tuple[Preference, Any, str]:
     """(the MOSLIM preference of the point, the template to render the system message with, a description)."""
     names = cfg.grid.objectives
     preference = levels_for(point["weights"], names, objectives)
@@ -72,8 +72,9 @@ def point_input(method: str, point: dict[str, Any], cfg: BaselineConfig, objecti
         template = saved_template(point["policy"], cfg.template)
         return preference, template, template.render(preference, objectives)
     if method == "ric":
-        desired = ric_desired_rewards(point["weights"], ric_info["low"], ric_info["high"])
-        text = ric_system_message(dict(zip(ric_info["objectives"], desired)), ric_info["header"])
+        from moslim.baselines.ric import ric_prompt
+
+        text = ric_prompt(point["policy"], point["weights"])
         return Preference(), FixedSystem(text), text
     folder = point.get("policy") or point["soup"]["policies"][0]
     return Preference(), FixedSystem(saved_template(folder).empty), point["input"]
@@ -92,18 +93,13 @@ def evaluate_points(method: str, points: list[dict[str, Any]], cfg: BaselineConf
     objectives, judges, judge_of, quality = judges_for(cfg)
     records = select_prompts(read_prompts(resolve_path(cfg.eval.prompts)), cfg.eval.num_prompts,
                              cfg.eval.prompt_seed)
-    ric_info = None
-    if method == "ric":
-        from moslim.baselines.recipes import read_json
-
-        ric_info = read_json(Path(points[0]["policy"]) / "ric.json")
     folder = out / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     loaded: dict[str, Any] = {}
     saved = []
     for point in points:
         path = folder / f"point-{point['index']:02d}.jsonl"
-        preference, template, text = point_input(method, point, cfg, objectives, ric_info)
+        preference, template, text = point_input(method, point, cfg, objectives)
         entry = dict(point)
         entry.update(preference=preference.to_string() if method in ("moslim", "prompt-only") else "",
                      targets=levels_for(point["weights"], cfg.grid.objectives, objectives).to_string(),

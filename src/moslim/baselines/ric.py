@@ -199,7 +199,8 @@ def ric_plan(cfg: BaselineConfig, stages: Stages, scorer) -> list[dict[str, Any]
             for i, w in enumerate(weight_grid(cfg.grid.points))]
 
 
-def desired_rewards_for(policy: Path, weights: list[float]) -> dict[str, float]:
-    """A trained RiC policy's desired rewards for a preference (its saved ranges and RiC's mapping)."""
+def ric_prompt(policy: str | Path, weights: list[float]) -> str:
+    """A trained RiC policy's system message for a preference: its saved reward ranges through RiC's mapping."""
     info = json.loads((Path(policy) / INFO_FILE).read_text(encoding="utf-8"))
-    return dict(zip(info["objectives"], ric_desired_rewards(weights, info["low"], info["high"])))
+    desired = ric_desired_rewards(weights, info["low"], info["high"])
+    return ric_system_message(dict(zip(info["objectives"], desired)), info["header"])
