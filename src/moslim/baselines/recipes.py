@@ -157,7 +157,7 @@ def soups_plan(cfg: BaselineConfig, stages: Stages, scorer) -> list[dict[str, An
             for i, w in enumerate(weight_grid(cfg.grid.points))]
 
 
-def fixed_plan(cfg: BaselineConfig, method: str) -> list[dict[str, Any]]:
+def fixed_plan(cfg: BaselineConfig) -> list[dict[str, Any]]:
     """MOSLIM / prompt-only: one policy, the grid point's target levels in its system prompt."""
     return [{"index": i, "weights": list(w), "policy": cfg.policy, "input": "target levels"}
             for i, w in enumerate(weight_grid(cfg.grid.points))]
@@ -183,7 +183,7 @@ def run_baseline(method: str, cfg: BaselineConfig, announce: Announce | None = N
 
         points = ric_plan(cfg, stages, scorer)
     else:
-        points = fixed_plan(cfg, method)
+        points = fixed_plan(cfg)
     stages.add("evaluate", out / "points.json",
                lambda: evaluate_points(method, points, cfg, out, progress=progress))
     record = stages.run()
