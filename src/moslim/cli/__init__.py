@@ -14,10 +14,10 @@ import logging
 import sys
 
 from moslim import __version__  # noqa: E402
-from moslim.cli import data, demo, evaluate, generate, models, rl, rm, serve  # noqa: E402
+from moslim.cli import baseline, data, demo, evaluate, generate, models, rl, rm, serve  # noqa: E402
 
 # Order is the order `moslim --help` lists them in.
-GROUPS = [models, data, rm, rl, generate, evaluate, demo, serve]
+GROUPS = [models, data, rm, rl, generate, evaluate, demo, serve, baseline]
 
 
 def build_parser() -> argparse.ArgumentParser:
