@@ -43,9 +43,12 @@ def tiny_demo_config(tmp_path, tiny_causal_lm_dir, tiny_encoder_dir):
         "rm": {"config": rm}, "judge": {"config": judge}, "rl": {"config": rl}, "eval": {"config": evaluation}})
 
 
-def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny_causal_lm_dir):
+def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny_causal_lm_dir, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--config", tiny_demo_config]) == 0
+    printed = capsys.readouterr().out  # each stage's own results, as its command prints them
+    assert printed.count("reward model, per head") == 2 and "GRPO: 2 steps" in printed
+    assert "controllability: requested vs achieved" in printed
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert list(stages) == ["models", "rm", "judge", "rl", "eval", "report"]
     assert stages["models"]["status"] == "reused"  # nothing to prepare in this config
@@ -79,7 +82,19 @@ def test_demo_names_the_stage_that_did_not_produce_its_output(tmp_path, tiny_dem
     path = write_yaml(tmp_path / "broken.yaml", config)
     assert main(["demo", "--config", path]) == 1
     stages = json.loads((tmp_path / "demo" / "stages.json").read_text())["stages"]
-    assert stages["rm"]["status"] == "failed" and "rm" in capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())
+    assert stages["rm"]["status"] == "failed" and "stopped at stage rm" in printed and "missing.jsonl" in printed
+
+
+def test_demo_stages_call_the_library_not_the_command_line():
+    import ast
+
+    import moslim.demo
+
+    tree = ast.parse(open(moslim.demo.__file__, encoding="utf-8").read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {name for name in imported if name and name.startswith("moslim.cli")}
 
 
 def test_demo_rejects_an_unknown_stage_to_force(tiny_demo_config):

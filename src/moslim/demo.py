@@ -1,7 +1,8 @@
 """The demo pipeline: prepare models -> reward model -> judge -> RL -> eval -> report.
 
-Each stage runs the project's own command in-process (``moslim.cli.main([...])``), so the stage
-code stays in its module; the demo only wires outputs to inputs. A stage is skipped when its
+Each stage loads its own config (the file and overrides its command would take) and calls the library
+function its command calls (``train_reward_model``, ``train_policy``, ``run_evaluation``), so the stage code
+stays in its module; the demo only wires outputs to inputs. A stage is skipped when its
 output exists (``moslim_run.json`` of a training run, ``metrics.json`` of the evaluation), so a
 second run reuses finished work; ``force`` reruns a stage and every stage after it. Wall times go
 to ``<out>/stages.json``.
@@ -70,20 +71,9 @@ def outputs(out: Path) -> dict[str, Path]:
             "report": out / "report.md"}
 
 
-def _cli(argv: list[str], stage: str, marker: Path) -> None:
-    """Run ``moslim ARGV`` in-process; raise StageError unless it succeeded and wrote ``marker``."""
-    from moslim.cli import main
-
-    log.info("moslim %s", " ".join(argv))
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse rejects a command this install lacks
-        code = exit_.code if isinstance(exit_.code, int) else 2
-    if code != 0:
-        raise StageError(f"stage {stage!r}: `moslim {' '.join(argv[:2])}` exited with {code} (see the messages above)")
+def _check_marker(stage: str, marker: Path) -> None:
     if not marker.exists():
-        raise StageError(f"stage {stage!r}: `moslim {' '.join(argv[:2])}` finished without writing {marker}; "
-                         "this install's command may not be available yet")
+        raise StageError(f"stage {stage!r} finished without writing {marker}")
 
 
 def _rl_base_policy(cfg: DemoConfig) -> str | None:
@@ -107,24 +97,35 @@ def stage_commands(cfg: DemoConfig, out: Path) -> dict[str, Callable[[], None]]:
         for name in cfg.models:
             builtins.prepare(name)
 
-    def rm() -> None:
-        _cli(["rm", "train", "--config", str(find_config(cfg.rm.config)), *cfg.rm.overrides,
-              f"output_dir={out / 'rm'}"], "rm", marker["rm"])
+    from moslim.config import load_config
 
-    def judge() -> None:
-        _cli(["rm", "train", "--config", str(find_config(cfg.judge.config)), *cfg.judge.overrides,
-              f"output_dir={out / 'judge'}"], "judge", marker["judge"])
+    def reward_model(stage: str, section: StageSection) -> None:
+        from moslim.reward.config import RewardTrainConfig
+        from moslim.reward.train import train_reward_model
+
+        config = load_config(RewardTrainConfig, find_config(section.config),
+                             [*section.overrides, f"output_dir={out / stage}"])
+        train_reward_model(config)
+        _check_marker(stage, marker[stage])
 
     def rl() -> None:
-        _cli(["rl", "train", "--config", str(find_config(cfg.rl.config)), *cfg.rl.overrides,
-              f"train.output_dir={out / 'rl'}", f"reward.model={out / 'rm'}"], "rl", marker["rl"])
+        from moslim.policy.train import RLConfig, train_policy
+
+        config = load_config(RLConfig, find_config(cfg.rl.config), [
+            *cfg.rl.overrides, f"train.output_dir={out / 'rl'}", f"reward.model={out / 'rm'}"])
+        config.check()
+        config.check_inputs()
+        train_policy(config)
+        _check_marker("rl", marker["rl"])
 
     def evaluate() -> None:
+        from moslim.evaluation.runner import EvalConfig, run_evaluation
+
         base = _rl_base_policy(cfg)
-        _cli(["eval", "--config", str(find_config(cfg.eval.config)), "--no-report",
-              "--policy", str(out / "rl" / "final"), "--reward-model", str(out / "rm"),
-              "--judge", str(out / "judge"), "--out", str(out / "eval"),
-              *(["--base-policy", base] if base else []), *cfg.eval.overrides], "eval", marker["eval"])
+        wiring = [f"policy={out / 'rl' / 'final'}", f"reward_model={out / 'rm'}", f"judge={out / 'judge'}",
+                  f"out={out / 'eval'}", *([f"base_policy={base}"] if base else [])]
+        run_evaluation(load_config(EvalConfig, find_config(cfg.eval.config), [*cfg.eval.overrides, *wiring]))
+        _check_marker("eval", marker["eval"])
 
     def report() -> None:
         from moslim.evaluation.report import write_report
@@ -132,7 +133,8 @@ def stage_commands(cfg: DemoConfig, out: Path) -> dict[str, Callable[[], None]]:
         write_report(out / "eval", out, rl_run=out / "rl" / "moslim_run.json",
                      stages=read_stages(out).get("stages"), title="moslim demo")
 
-    return {"models": models, "rm": rm, "judge": judge, "rl": rl, "eval": evaluate, "report": report}
+    return {"models": models, "rm": lambda: reward_model("rm", cfg.rm),
+            "judge": lambda: reward_model("judge", cfg.judge), "rl": rl, "eval": evaluate, "report": report}
 
 
 def is_done(stage: str, cfg: DemoConfig, out: Path) -> bool:
@@ -163,11 +165,13 @@ def _cpu_seconds() -> float:
 
 
 def run_demo(cfg: DemoConfig, force: str | None = None,
-             announce: Callable[[int, str, str, bool], None] | None = None) -> dict[str, Any]:
+             announce: Callable[[int, str, str, bool], None] | None = None,
+             finished: Callable[[str, Path], None] | None = None) -> dict[str, Any]:
     """Run the stages in order; return the ``stages.json`` record (also on failure, then re-raise).
 
     ``force`` names a stage to redo together with every stage after it (their outputs are deleted
-    first). ``announce(index, stage, description, skipped)`` is called before each stage.
+    first). ``announce(index, stage, description, skipped)`` is called before each stage,
+    ``finished(stage, out)`` after each stage that ran (the CLI prints its results there).
     """
     if force is not None and force not in STAGES:
         raise ValueError(f"--force {force!r}: unknown stage; stages: {', '.join(STAGES)}")
@@ -203,6 +207,8 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
                                    "cpu_seconds": round(_cpu_seconds() - cpu_start, 1)}
         write_stages(out, record)
         gc.collect()  # the stage's models are garbage now; free them before the next one loads
+        if finished:
+            finished(stage, out)
     record["total_seconds"] = round(sum(s.get("seconds") or 0 for s in record["stages"].values()), 1)
     write_stages(out, record)
     return record

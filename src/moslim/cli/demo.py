@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from moslim.config import load_config
-    from moslim.demo import DemoConfig, StageError, find_config, run_demo
+    from moslim.demo import STAGES, DemoConfig, StageError, find_config, read_stages, run_demo
 
     console = make_console()
     config = args.config or ("configs/demo/quick.yaml" if args.quick else "configs/demo/demo.yaml")
@@ -38,16 +38,38 @@ def run(args: argparse.Namespace) -> int:
         note = " [green](reused)[/green]" if skipped else ""
         console.rule(f"[bold]stage {index}/6: {stage}[/bold] — {description}{note}")
 
+    if args.force is not None and args.force not in STAGES:  # a usage error (exit 2), before any stage runs
+        raise ValueError(f"--force {args.force!r}: unknown stage; stages: {', '.join(STAGES)}")
     try:
-        record = run_demo(cfg, force=args.force, announce=announce)
-    except StageError as err:
+        record = run_demo(cfg, force=args.force, announce=announce, finished=print_stage)
+    except (StageError, ValueError, OSError) as err:
         print_summary(console, Path(cfg.out))
-        console.print(f"[red]moslim demo stopped:[/red] {err}")
+        failed = [name for name, info in read_stages(Path(cfg.out)).get("stages", {}).items()
+                  if info.get("status") == "failed"]
+        console.print(f"[red]moslim demo stopped{' at stage ' + failed[0] if failed else ''}:[/red] {err}")
         return 1
     print_summary(console, Path(cfg.out))
     console.print(f"total {record['total_seconds']:.0f} s; report: [bold]{Path(cfg.out) / 'report.md'}[/bold] "
                   f"(and report.html)")
     return 0
+
+
+def print_stage(stage: str, out: Path) -> None:
+    """What the stage's own command prints when it finishes."""
+    import json
+
+    if stage in ("rm", "judge"):
+        from moslim.cli.rm import print_metrics
+
+        print_metrics(json.loads((out / stage / "moslim_run.json").read_text(encoding="utf-8"))["metrics"])
+    elif stage == "rl":
+        from moslim.cli.rl import print_summary as print_rl
+
+        print_rl(json.loads((out / "rl" / "moslim_run.json").read_text(encoding="utf-8")))
+    elif stage == "eval":
+        from moslim.cli.evaluate import print_summary as print_eval
+
+        print_eval(json.loads((out / "eval" / "metrics.json").read_text(encoding="utf-8")))
 
 
 def print_summary(console, out: Path) -> None:
