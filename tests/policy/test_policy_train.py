@@ -69,6 +69,28 @@ def test_resume_continues_from_the_saved_step(tmp_path, make_config, tiny_causal
     assert state["global_step"] == 3
 
 
+def test_a_failed_checkpoint_save_names_the_folder_and_keeps_the_last_complete_one(
+        tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file, monkeypatch):
+    """Disk full at the second checkpoint: an OSError naming checkpoint-2; checkpoint-1 stays resumable."""
+    import errno
+
+    from transformers import Trainer
+
+    out = tmp_path / "run"
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, out, trl={"save_steps": 1})
+    original = Trainer._save_optimizer_and_scheduler
+
+    def full_disk(self, output_dir):
+        if output_dir.endswith("checkpoint-2"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", full_disk)
+    with pytest.raises(OSError, match=r"could not save .*checkpoint-2 .*No space left on device.*Is the disk full"):
+        train_policy(config)
+    assert last_complete_checkpoint(out).name == "checkpoint-1"
+
+
 def test_incomplete_checkpoint_is_not_resumed_from(tmp_path):
     (tmp_path / "checkpoint-1").mkdir()
     (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{}")

@@ -189,9 +189,26 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     else:
         trainer = RLOOTrainer(**kwargs)
     trainer.add_callback(StepTimer(trainer))
+    guard_checkpoint_saves(trainer)
     if config.train.max_minutes is not None:
         trainer.add_callback(TimeLimit(config.train.max_minutes))
     return trainer, reward, objectives, template
+
+
+def guard_checkpoint_saves(trainer) -> None:
+    """A failed mid-run checkpoint (disk full, a serialiser error) becomes an OSError naming the folder.
+
+    transformers' ``Trainer._save_checkpoint`` writes ``checkpoint-N`` with trainer_state.json last, so a
+    half-written folder is never resumed from (:func:`last_complete_checkpoint`); the earlier ones stay."""
+    save = trainer._save_checkpoint
+
+    def guarded(*args, **kwargs):
+        try:
+            return save(*args, **kwargs)
+        except Exception as err:  # KeyboardInterrupt and the like pass through unchanged
+            raise_save_error(Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}", err)
+
+    trainer._save_checkpoint = guarded
 
 
 def train_policy(config: RLConfig, scorer: Scorer | None = None) -> Path:
