@@ -37,6 +37,17 @@ def test_padding_class_is_ignored():
     assert map_rewards(padded, TARGETS, BOTH, NUM_CLASSES).item() == pytest.approx((Z0 + Z1) / 2)
 
 
+def test_class_zscore_of_a_two_level_head_is_the_sign_of_its_margin():
+    """With class statistics a two-level head gives +-1 (mean 0.5, std |p - 0.5|): the reward says which side of
+    0.5 the target's probability is on, not how far. Batch statistics keep the distance."""
+    p1 = torch.tensor([0.51, 0.6, 0.97, 0.49, 0.2], dtype=torch.float64)
+    probs = torch.stack([1 - p1, p1], -1)[:, None, :]  # (5, 1, 2)
+    targets, mask, two = torch.ones(5, 1, dtype=torch.long), torch.ones(5, 1, dtype=torch.float64), torch.tensor([2])
+    assert map_rewards(probs, targets, mask, two).tolist() == pytest.approx([1, 1, 1, -1, -1])
+    graded = map_rewards(probs, targets, mask, two, stats="batch")
+    assert graded.argsort().tolist() == [4, 3, 0, 1, 2]
+
+
 def test_expected_level_matches_hand_computed_value():
     # head 0: E = 0*0.2 + 1*0.5 + 2*0.3 = 1.1, |1.1 - 1| / 2 = 0.05; head 1: E = 0.1, |0.1 - 0| / 1 = 0.1
     r = map_rewards(PROBS, TARGETS, BOTH, NUM_CLASSES, method="expected_level")
