@@ -21,7 +21,6 @@ def test_hypervolume_matches_hand_computed_fronts():
 
 
 def test_hypervolume_beyond_two_objectives_uses_pymoo():
-    pytest.importorskip("pymoo")
     # two boxes in 3-D: 1*1*0.5 + 0.5*0.5*1 - overlap 0.5*0.5*0.5 = 0.625
     assert hypervolume([[1, 1, 0.5], [0.5, 0.5, 1]], (0, 0, 0)) == pytest.approx(0.625)
 
