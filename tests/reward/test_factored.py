@@ -136,3 +136,36 @@ def test_a_plain_model_reads_factor_labels_and_leaves_them_out(tiny_rm_config, r
     heads = json.loads((out / "moslim_run.json").read_text(encoding="utf-8"))["metrics"]["heads"]
     assert set(heads) == {"helpfulness", "verbosity", "harmlessness"}
     assert MultiHeadRewardModel.from_pretrained(out).config.factored is None
+
+
+def test_request_factor_at_the_question_end_does_not_read_the_answer(tiny_causal_lm_dir, tiny_tokenizer, objectives):
+    """Same question, different answers: the request factor is identical, the answer factor is not."""
+    from moslim.reward.encoding import PairEncoder, collate, question_ends
+
+    model = MultiHeadRewardModel.from_backbone(tiny_causal_lm_dir, objectives, factored="harmlessness",
+                                               factors=FACTORS, request_at_question_end=True,
+                                               input_format="plain").eval()
+    encoder = PairEncoder(tiny_tokenizer, "plain", 64)
+    items = [encoder.encode("how can i help the cat ?", answer)
+             for answer in ("safe good answer", "harm harmful the answer is paris .")]
+    for side in ("right", "left"):
+        batch = collate(items, 0, padding_side=side)
+        with torch.no_grad():
+            out = model(**batch, question_end=question_ends(items, side))
+        assert torch.allclose(out.factor_logits[0, 0], out.factor_logits[1, 0], atol=1e-5)
+        assert not torch.allclose(out.factor_logits[0, 1], out.factor_logits[1, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="question_end"):
+        model(**collate(items, 0))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_training_reads_the_request_factor_at_the_question_end(tiny_rm_config, rm_data, tmp_path, cache):
+    config = tiny_rm_config
+    config.data.objectives = str(_factored_files(tmp_path, rm_data))
+    config.model.factored, config.model.request_at_question_end = "harmlessness", True
+    if cache:
+        config.model.freeze_layers = 1
+    out = train_reward_model(config)
+    heads = json.loads((out / "moslim_run.json").read_text(encoding="utf-8"))["metrics"]["heads"]
+    assert heads["unsafe_request"]["n"] == 12
+    assert MultiHeadRewardModel.from_pretrained(out).needs_question_end

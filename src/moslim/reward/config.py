@@ -24,6 +24,9 @@ class ModelSection:
     # P(request unsafe) x P(answer complies). The objectives file's `factors` section names the two factors
     # (request first, answer second); data rows may label them. None: every objective has a plain head.
     factored: str | None = None
+    # The request factor reads the hidden state at the question's last token, where a causal backbone has not
+    # seen the answer yet, instead of the pooled one: a prompt classifier the answer cannot sway.
+    request_at_question_end: bool = False
     lora: LoraSection = field(default_factory=LoraSection)
 
 

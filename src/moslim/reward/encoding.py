@@ -30,6 +30,7 @@ _Q, _A = "\x00MOSLIM_QUESTION\x00", "\x00MOSLIM_ANSWER\x00"
 class Encoded:
     input_ids: list[int]
     token_type_ids: list[int] | None = None
+    question_end: int | None = None  # index of the question's last token (a causal model has not seen the answer)
 
 
 class PairEncoder:
@@ -75,7 +76,7 @@ class PairEncoder:
         types = None
         if self.input_format == "pair":
             types = [0] * (len(head) + len(question) + len(middle)) + [1] * (len(answer) + len(tail))
-        return Encoded(ids, types)
+        return Encoded(ids, types, question_end=len(head) + max(len(question), 1) - 1)
 
 
 def truncate_pair(question: list[int], answer: list[int], budget: int) -> tuple[list[int], list[int]]:
@@ -104,6 +105,13 @@ def collate(items: list[Encoded], pad_id: int, padding_side: str = "right") -> d
     if types is not None:
         batch["token_type_ids"] = types
     return batch
+
+
+def question_ends(items: list[Encoded], padding_side: str = "right") -> torch.Tensor:
+    """(b,) long: each item's question_end in a batch padded by :func:`collate` on ``padding_side``."""
+    t = max(len(item.input_ids) for item in items)
+    shift = [0 if padding_side == "right" else t - len(item.input_ids) for item in items]
+    return torch.tensor([item.question_end + s for item, s in zip(items, shift)], dtype=torch.long)
 
 
 def pad_id_of(tokenizer: Any) -> int:

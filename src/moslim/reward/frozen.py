@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from moslim.reward.encoding import Encoded, collate
+from moslim.reward.encoding import Encoded, collate, question_ends
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class FrozenPrefix:
     def _capture(self, module, args, output) -> None:
         self._captured = output[0] if isinstance(output, tuple) else output
 
-    def top_logits(self, states: list[torch.Tensor]) -> torch.Tensor:
+    def top_logits(self, states: list[torch.Tensor], question_end: torch.Tensor | None = None) -> torch.Tensor:
         """Cached states of a batch -> training logits (b, k', c) from layers ``n..`` and the heads (with gradients)."""
         t = max(s.shape[0] for s in states)
         d = states[0].shape[-1]
@@ -113,7 +113,8 @@ class FrozenPrefix:
             hidden[row, : s.shape[0]] = s
             mask[row, : s.shape[0]] = 1
         with only_layers(self.model.backbone, self.n):
-            output = self.model(inputs_embeds=hidden.to(self.device), attention_mask=mask.to(self.device))
+            extra = {"question_end": question_end} if self.model.needs_question_end else {}
+            output = self.model(inputs_embeds=hidden.to(self.device), attention_mask=mask.to(self.device), **extra)
             return self.model.training_logits(output)
 
     @torch.inference_mode()
@@ -127,8 +128,10 @@ class FrozenPrefix:
         self.model.eval()
         try:
             batch = collate(items, self.pad_id)
+            if self.model.needs_question_end:
+                batch["question_end"] = question_ends(items)
             full = self.model.training_logits(self.model(**{k: v.to(self.device) for k, v in batch.items()})).float()
-            cached = self.top_logits(states).float()
+            cached = self.top_logits(states, batch.get("question_end")).float()
         finally:
             self.model.train(was_training)
         finite = torch.isfinite(full)

@@ -68,6 +68,7 @@ class MultiHeadRewardConfig(PreTrainedConfig):
     train_max_length: int | None = None
     factored: str | None = None
     factors: dict | None = None
+    request_at_question_end: bool = False  # the request factor reads the question's last token, not the pooled one
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -167,6 +168,11 @@ class MultiHeadRewardModel(PreTrainedModel):
         return torch.tensor([head.out_features for head in self.heads], dtype=torch.long)
 
     @property
+    def needs_question_end(self) -> bool:
+        """Whether forward() needs ``question_end`` (the request factor read at the question's last token)."""
+        return bool(self.config.factored and self.config.request_at_question_end)
+
+    @property
     def training_objectives(self) -> ObjectiveSet:
         """What training labels name: the objectives, then the factors of a factored objective (if any)."""
         return self.objectives.extended(self.config.factor_set)
@@ -187,7 +193,7 @@ class MultiHeadRewardModel(PreTrainedModel):
                       pooling: str | None = None, input_format: str | None = None,
                       labelling: dict | None = None, head_dropout: float = 0.0,
                       seed: int = 0, factored: str | None = None, factors: ObjectiveSet | None = None,
-                      **load_kwargs: Any) -> MultiHeadRewardModel:
+                      request_at_question_end: bool = False, **load_kwargs: Any) -> MultiHeadRewardModel:
         """A fresh reward model on a pretrained backbone folder; heads initialised from ``seed``.
 
         Defaults: decoders pool the ``"last"`` token and read the ``"chat"`` format when the tokenizer
@@ -200,6 +206,7 @@ class MultiHeadRewardModel(PreTrainedModel):
             pooling=pooling or ("last" if decoder else "mean"),
             input_format=input_format or ("chat" if decoder else "pair"), head_dropout=head_dropout,
             factored=factored, factors=factors.to_dict() if factors is not None else None,
+            request_at_question_end=request_at_question_end,
         )
         with torch.device("meta"):  # skip a throw-away random init of the whole backbone
             model = cls(config)
@@ -229,7 +236,7 @@ class MultiHeadRewardModel(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                **kwargs: Any) -> MultiHeadRewardOutput:
+                question_end: torch.Tensor | None = None, **kwargs: Any) -> MultiHeadRewardOutput:
         """input_ids (or inputs_embeds (b, t, d)), attention_mask (b, t) -> logits (b, k, c), padded classes
         at -inf. ``inputs_embeds`` lets :mod:`moslim.reward.frozen` feed cached lower-layer states."""
         if attention_mask is None:
@@ -244,6 +251,14 @@ class MultiHeadRewardModel(PreTrainedModel):
         factor_logits = None
         for i, head in enumerate(self.heads):
             out = head(features.to(head.weight.dtype)).to(logits.dtype)
+            if i == factored and self.config.request_at_question_end:
+                if question_end is None:
+                    raise ValueError("this reward model reads the request factor at the question's last token: "
+                                     "pass question_end (b,) (moslim.reward.encoding.question_ends)")
+                rows = torch.arange(hidden.shape[0], device=hidden.device)
+                at_question = hidden[rows, question_end.to(hidden.device)]
+                request = head(self.dropout(at_question).to(head.weight.dtype)).to(logits.dtype)[:, 0]
+                out = torch.stack([request, out[:, 1]], dim=-1)
             if i == factored:
                 factor_logits = out
                 out = factored_log_probs(out.float()).to(logits.dtype)

@@ -40,7 +40,7 @@ from moslim.reward.data import (
     read_factors,
     read_objectives,
 )
-from moslim.reward.encoding import PairEncoder, collate, pad_id_of
+from moslim.reward.encoding import PairEncoder, collate, pad_id_of, question_ends
 from moslim.reward.evaluate import evaluate_reward_model, head_metrics
 from moslim.reward.frozen import FrozenPrefix, freeze_prefix
 from moslim.reward.losses import IGNORE, balanced_class_weights, pairwise_loss, per_head_losses
@@ -64,7 +64,7 @@ def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objec
     model = MultiHeadRewardModel.from_backbone(
         backbone_path, objectives, pooling=section.pooling, input_format=input_format, labelling=labelling,
         head_dropout=section.head_dropout, seed=seed, factored=section.factored,
-        factors=factors if section.factored else None)
+        factors=factors if section.factored else None, request_at_question_end=section.request_at_question_end)
     if section.max_layers:
         truncate_layers(model, section.max_layers)
     if section.freeze_backbone:
@@ -382,14 +382,18 @@ def _logits(model, cached: _Cached | None, kind: str, rows: list[int], encoded: 
     if kind == "pairs":
         if cached is not None:
             pairs = [cached.states["pairs"][i] for i in rows]
-            return cached.prefix.top_logits([c for c, _ in pairs] + [r for _, r in pairs])
+            items = [encoded[i][0] for i in rows] + [encoded[i][1] for i in rows]
+            return cached.prefix.top_logits([c for c, _ in pairs] + [r for _, r in pairs], question_ends(items))
         items = [encoded[i][0] for i in rows] + [encoded[i][1] for i in rows]
     else:
         if cached is not None:
-            return cached.prefix.top_logits([cached.states["train"][i] for i in rows])
+            return cached.prefix.top_logits([cached.states["train"][i] for i in rows],
+                                            question_ends([encoded[i] for i in rows]))
         items = [encoded[i] for i in rows]
-    batch = {k: v.to(device) for k, v in collate(items, pad_id).items()}
-    return model.training_logits(model(**batch))
+    batch = collate(items, pad_id)
+    if model.needs_question_end:
+        batch["question_end"] = question_ends(items)
+    return model.training_logits(model(**{k: v.to(device) for k, v in batch.items()}))
 
 
 def _add_time(state: dict[str, Any], started: float, cpu_started: float, step: int) -> None:
