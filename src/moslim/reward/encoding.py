@@ -107,6 +107,14 @@ def collate(items: list[Encoded], pad_id: int, padding_side: str = "right") -> d
     return batch
 
 
+def model_batch(items: list[Encoded], pad_id: int, question_end: bool = False) -> dict[str, torch.Tensor]:
+    """:func:`collate` (right padding), plus ``question_end`` when the model reads the question's last token."""
+    batch = collate(items, pad_id)
+    if question_end:
+        batch["question_end"] = question_ends(items)
+    return batch
+
+
 def question_ends(items: list[Encoded], padding_side: str = "right") -> torch.Tensor:
     """(b,) long: each item's question_end in a batch padded by :func:`collate` on ``padding_side``."""
     t = max(len(item.input_ids) for item in items)

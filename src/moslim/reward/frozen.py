@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from moslim.reward.encoding import Encoded, collate, question_ends
+from moslim.reward.encoding import Encoded, collate, model_batch
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ class FrozenPrefix:
         was_training = self.model.training
         self.model.eval()
         try:
-            batch = collate(items, self.pad_id)
-            if self.model.needs_question_end:
-                batch["question_end"] = question_ends(items)
+            batch = model_batch(items, self.pad_id, self.model.needs_question_end)
             full = self.model.training_logits(self.model(**{k: v.to(self.device) for k, v in batch.items()})).float()
             cached = self.top_logits(states, batch.get("question_end")).float()
         finally:

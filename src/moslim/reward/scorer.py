@@ -17,7 +17,7 @@ import torch
 
 from moslim.data.schema import Prompt
 from moslim.objectives import ObjectiveSet
-from moslim.reward.encoding import Encoded, PairEncoder, collate, pad_id_of, question_ends
+from moslim.reward.encoding import Encoded, PairEncoder, model_batch, pad_id_of
 from moslim.reward.model import MultiHeadRewardModel
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,7 @@ def predict_probs(model: MultiHeadRewardModel, encoded: list[Encoded], pad_id: i
     probs = torch.zeros((len(encoded), k, c), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        batch = collate([encoded[i] for i in rows], pad_id)
-        if model.needs_question_end:
-            batch["question_end"] = question_ends([encoded[i] for i in rows])
+        batch = model_batch([encoded[i] for i in rows], pad_id, model.needs_question_end)
         output = model(**{name: t.to(device) for name, t in batch.items()})
         logits = model.training_logits(output) if with_factors else output.logits
         probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()  # exp(-inf) = 0 on padded classes

@@ -40,7 +40,7 @@ from moslim.reward.data import (
     read_factors,
     read_objectives,
 )
-from moslim.reward.encoding import PairEncoder, collate, pad_id_of, question_ends
+from moslim.reward.encoding import PairEncoder, model_batch, pad_id_of, question_ends
 from moslim.reward.evaluate import evaluate_reward_model, head_metrics
 from moslim.reward.frozen import FrozenPrefix, freeze_prefix
 from moslim.reward.losses import IGNORE, balanced_class_weights, pairwise_loss, per_head_losses
@@ -390,9 +390,7 @@ def _logits(model, cached: _Cached | None, kind: str, rows: list[int], encoded: 
             return cached.prefix.top_logits([cached.states["train"][i] for i in rows],
                                             question_ends([encoded[i] for i in rows]))
         items = [encoded[i] for i in rows]
-    batch = collate(items, pad_id)
-    if model.needs_question_end:
-        batch["question_end"] = question_ends(items)
+    batch = model_batch(items, pad_id, model.needs_question_end)
     return model.training_logits(model(**{k: v.to(device) for k, v in batch.items()}))
 
 
