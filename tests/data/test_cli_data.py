@@ -110,3 +110,17 @@ def test_a_truncated_gz_is_named_not_a_traceback(tmp_path, capsys):
     path.write_bytes(data[: len(data) // 2])
     assert main(["data", "validate", str(path), "--objectives", OBJECTIVES]) == 2
     assert f"{path}" in (err := capsys.readouterr().err) and "ends early" in err
+
+
+def test_validate_reads_the_file_once(tmp_path, capsys, monkeypatch):
+    """The kind is detected from the same rows that are then parsed: one pass over the file, not two."""
+    import moslim.data.readers as readers
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "a"}) + "\n" for i in range(3)))
+    reads = []
+    original = readers.iter_rows
+    monkeypatch.setattr(readers, "iter_rows", lambda *a, **k: reads.append(a) or original(*a, **k))
+    assert main(["data", "validate", str(path), "--objectives", OBJECTIVES]) == 0
+    assert "read 3 rows, kept 3" in capsys.readouterr().out
+    assert len(reads) == 1

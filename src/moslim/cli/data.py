@@ -62,13 +62,11 @@ def _column_map(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _detect_kind(path: str, split: str, columns: dict[str, str], objectives) -> tuple[str, str]:
+def _detect_kind(rows: list, columns: dict[str, str], objectives) -> tuple[str, str]:
     """(kind, why) from every row, not the first: pairs if any row has 'chosen'; examples if any row has
     'response' or an objective's label; else prompts. Rows that do not fit the kind are then rejected."""
-    from moslim.data.readers import iter_rows
-
     keys: set[str] = set()
-    for _, row in iter_rows(path, split=split):
+    for _, row in rows:
         if isinstance(row, dict):
             keys.update(row)
     chosen, response = columns.get("chosen", "chosen"), columns.get("response", "response")
@@ -81,16 +79,16 @@ def _detect_kind(path: str, split: str, columns: dict[str, str], objectives) -> 
 
 
 def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | None = None):
-    from moslim.data.readers import example_parser, load_records, pair_parser, prompt_parser
+    from moslim.data.readers import example_parser, iter_rows, pair_parser, parse_rows, prompt_parser
     from moslim.objectives import ObjectiveSet
 
     objectives = ObjectiveSet.from_yaml(args.objectives, with_factors=True)  # factor labels are labels too
     columns = _column_map(args.column)
-    kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(args.path, args.split, columns,
-                                                                             objectives)
+    rows = list(iter_rows(args.path, split=args.split))  # one read: the kind is detected from the same rows
+    kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(rows, columns, objectives)
     parse = {"examples": lambda: example_parser(objectives, columns),
              "pairs": lambda: pair_parser(objectives, columns), "prompts": lambda: prompt_parser(columns)}[kind]()
-    result = load_records(args.path, parse, on_error, rejects, args.split)
+    result = parse_rows(rows, parse, args.path, on_error, rejects)
     if result.read == 0:
         raise ValueError(f"{args.path}: no rows")
     return kind, why, objectives, result

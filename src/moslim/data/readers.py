@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,11 +199,17 @@ def load_records(source: str | Path, parse: Callable[[Mapping[str, Any], str], A
                  on_error: str = "raise", rejects_path: str | Path | None = None,
                  split: str = "train", **load_options: Any) -> ReadResult:
     """Read ``source`` row by row through ``parse(row, where)``; stop at or skip bad rows."""
+    return parse_rows(iter_rows(source, split=split, **load_options), parse, str(source), on_error, rejects_path)
+
+
+def parse_rows(rows: Iterable[tuple[str, Any]], parse: Callable[[Mapping[str, Any], str], Any], name: str,
+               on_error: str = "raise", rejects_path: str | Path | None = None) -> ReadResult:
+    """``load_records`` on rows already read (``iter_rows``' ``(where, row)``), e.g. to look at them first."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     result = ReadResult(items=[])
     rejects = []
-    for where, row in iter_rows(source, split=split, **load_options):
+    for where, row in rows:
         result.read += 1
         try:
             if isinstance(row, Exception):
@@ -222,7 +228,7 @@ def load_records(source: str | Path, parse: Callable[[Mapping[str, Any], str], A
                             "row": row if isinstance(row, Mapping) else getattr(row, "raw", None) or repr(row)})
     if rejects_path is not None and on_error == "skip":
         write_jsonl(rejects_path, rejects)
-    logger.info(result.summary(str(source)))
+    logger.info(result.summary(name))
     return result
 
 
