@@ -2,6 +2,9 @@
 
     nice -n 5 .venv/bin/python benchmarks/controllability_study.py --rm runs/demo/rm --judge runs/demo/judge \
         --steps 30 --out runs/study
+    # the same arms with one RL setting changed (its own --out: the base answers are measured again there)
+    nice -n 5 .venv/bin/python benchmarks/controllability_study.py --arms exact,moslim \
+        --set reward.method=expected_level --out runs/study-expected-level
 
 Arms (GRPO on SmolLM2-135M-Instruct, the demo's RL settings: 4 prompts x 4 completions, 128 tokens,
 lr 2e-5, KL 0.04, the fast CPU path):
@@ -202,7 +205,8 @@ def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
     run_dir = out / arm
     config = load_config(RLConfig, "configs/demo/rl.yaml", [
         f"reward.model={args.rm}", f"train.output_dir={run_dir}", f"trl.max_steps={args.steps}",
-        "trl.save_steps=100000", "trl.report_to=none", "train.max_minutes=null", "train.resume=never"])
+        "trl.save_steps=100000", "trl.report_to=none", "train.max_minutes=null", "train.resume=never",
+        *args.set])
     scorer = ExactVerbosityScorer(objectives, spec) if arm == "exact" else load_scorer(args.rm)
     trainer, _, objs, template = build_trainer(config, scorer)
     if arm in ("exact", "rm_verbosity", "rm_harmlessness"):
@@ -238,6 +242,9 @@ def main() -> None:
     parser.add_argument("--demo-policy", default="runs/demo/rl/final",
                         help="the 'demo' arm's policy: the demo's RL stage output (its RL prompts include the "
                              "validation prompts, so it is a reference point, not a held-out arm)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of configs/demo/rl.yaml for every arm (repeatable), e.g. "
+                             "reward.method=expected_level: one variable changed, the same prompts")
     parser.add_argument("--out", default="runs/study")
     args = parser.parse_args()
 
