@@ -123,3 +123,28 @@ def test_retired_value_gets_its_own_message(tmp_path):
     with pytest.raises(ValueError, match=r"'bad' is not one of 'new', 'other'"):
         load_config(Retiring, None, ["mode=bad"])
     assert load_config(Retiring, write(tmp_path, "mode: other\n")).mode == "other"
+
+
+def test_every_command_config_lives_in_its_areas_config_module():
+    """One convention: the YAML a command reads is a dataclass in `<area>/config.py`, one hop from a key."""
+    import dataclasses
+    import typing
+
+    from moslim.baselines.config import BaselineConfig
+    from moslim.demo.config import DemoConfig
+    from moslim.evaluation.config import EvalConfig
+    from moslim.policy.config import RLConfig
+    from moslim.reward.config import RewardTrainConfig
+
+    def sections(config_class):
+        for hint in typing.get_type_hints(config_class).values():
+            if dataclasses.is_dataclass(hint):
+                yield hint
+                yield from sections(hint)
+
+    for config_class in (BaselineConfig, DemoConfig, EvalConfig, RLConfig, RewardTrainConfig):
+        assert config_class.__module__.endswith(".config"), config_class
+        found = list(sections(config_class))
+        assert found, config_class  # every command config has sections
+        for section in found:  # and so do their sections (shared ones in the area that owns them)
+            assert section.__module__.endswith(".config"), (config_class, section)

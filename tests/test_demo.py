@@ -104,7 +104,8 @@ def test_demo_rejects_an_unknown_stage_to_force(tiny_demo_config):
 @pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml"])
 def test_demo_configs_load_and_every_stage_accepts_its_overrides(name):
     from moslim.config import load_config
-    from moslim.demo import REPO_ROOT, DemoConfig
+    from moslim.demo import REPO_ROOT
+    from moslim.demo.config import DemoConfig
     from moslim.evaluation.runner import EvalConfig
     from moslim.policy.train import RLConfig
     from moslim.reward.config import RewardTrainConfig

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from moslim.config import load_config
-    from moslim.demo import STAGES, DemoConfig, StageError, find_config, read_stages, run_demo
+    from moslim.demo import STAGES, StageError, find_config, read_stages, run_demo
+    from moslim.demo.config import DemoConfig
 
     console = make_console()
     config = args.config or ("configs/demo/quick.yaml" if args.quick else "configs/demo/demo.yaml")

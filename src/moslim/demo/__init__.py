@@ -18,13 +18,14 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moslim.demo.config import DemoConfig, StageSection
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # where configs/ lives in a source checkout
+REPO_ROOT = Path(__file__).resolve().parents[3]  # where configs/ lives in a source checkout
 STAGES = ("models", "rm", "judge", "rl", "eval", "report")
 DESCRIPTIONS = {
     "models": "prepare the built-in models",
@@ -34,22 +35,6 @@ DESCRIPTIONS = {
     "eval": "evaluate base and RL policy",
     "report": "write the report",
 }
-
-
-@dataclass
-class StageSection:
-    config: str = ""  # the stage command's YAML (relative to the working folder or the repository)
-    overrides: list[str] = field(default_factory=list)  # dotted overrides passed to that command
-
-
-@dataclass
-class DemoConfig:
-    out: str = "runs/demo"  # every stage writes under this folder
-    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "all-minilm-l6-v2"])
-    rm: StageSection = field(default_factory=lambda: StageSection("configs/demo/rm.yaml"))
-    judge: StageSection = field(default_factory=lambda: StageSection("configs/demo/judge.yaml"))
-    rl: StageSection = field(default_factory=lambda: StageSection("configs/demo/rl.yaml"))
-    eval: StageSection = field(default_factory=lambda: StageSection("configs/demo/eval.yaml"))
 
 
 class StageError(RuntimeError):
