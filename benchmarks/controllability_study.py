@@ -2,14 +2,16 @@
 
     nice -n 5 .venv/bin/python benchmarks/controllability_study.py --rm runs/demo/rm --judge runs/demo/judge \
         --steps 30 --out runs/study
-    # the same arms with one RL setting changed (its own --out: the base answers are measured again there)
+    # the same arms with one RL setting changed (its own --out: the base answers are measured again there,
+    # or copy base.json over when the reward model is the same), e.g. the paper's z-score mapping
     nice -n 5 .venv/bin/python benchmarks/controllability_study.py --arms exact,moslim \
-        --set reward.method=expected_level --out runs/study-expected-level
+        --set reward.method=zscore --out runs/study-zscore
 
 Arms (GRPO on SmolLM2-135M-Instruct, the demo's RL settings: 4 prompts x 4 completions, 128 tokens,
 lr 2e-5, KL 0.04, the fast CPU path):
 - ``exact``: preferences name verbosity only; the "reward model" is the exact word-count rule, as one-hot
-  class probabilities through the same z-score mapping (what a perfect verbosity head would give);
+  class probabilities through the same mapping (the demo's ``reward.method``; what a perfect verbosity head
+  would give);
 - ``rm_verbosity``: the same preferences, the reward model's verbosity head through the same mapping;
 - ``moslim``: the demo's full three-objective reward (preferences name 1-2 of the objectives);
 - ``rm_harmlessness``: preferences name harmlessness only, the reward model's harmlessness head (factored
