@@ -34,8 +34,9 @@ def rm_dir(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["reward.method=zscor"], r"reward\.method: unknown mapping method 'zscor'; did you mean 'zscore'"),
-    (["reward.options={foo: 1}"], r"reward\.options \['foo'\]: .*foo.*takes stats, normalize, running"),
-    (["reward.options={stats: bogus}"], r"reward\.options .*unknown stats 'bogus'"),
+    (["reward.method=zscore", "reward.options={foo: 1}"],
+     r"reward\.options \['foo'\]: .*foo.*takes stats, normalize, running"),
+    (["reward.method=zscore", "reward.options={stats: bogus}"], r"reward\.options .*unknown stats 'bogus'"),
     (["reward.method=expected_level", "reward.options={stats: class}"], r"reward\.options \['stats'\]"),
     (["reward.method=nowhere.module:fn"], r"cannot import 'nowhere\.module:fn'"),
 ])
@@ -49,7 +50,8 @@ def test_rl_mapping_mistakes_are_refused_before_loading(tmp_path, rm_dir, overri
 
 
 def test_a_good_rl_config_passes_the_check(tmp_path, rm_dir):
-    rl_config(tmp_path, rm_dir, "reward.options={stats: running, normalize: named}").check()
+    rl_config(tmp_path, rm_dir).check()  # the demo's own
+    rl_config(tmp_path, rm_dir, "reward.method=zscore", "reward.options={stats: running, normalize: named}").check()
 
 
 def test_rl_train_with_a_missing_reward_model_fails_cleanly(tmp_path, capsys, monkeypatch):
