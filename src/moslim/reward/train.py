@@ -248,24 +248,31 @@ def train_reward_model(config: RewardTrainConfig, callbacks: Sequence[TrainerCal
         results = _evaluate(config, out, eval_examples, objectives, args.device)
         for folder in out.glob("checkpoint-*"):
             shutil.rmtree(folder)
-        seconds, cpu_seconds = next(c for c in trainer.callback_handler.callbacks if isinstance(c, Clock)).totals()
-        steps, world = trainer.state.global_step, args.world_size
-        summary = {"stage": "rm", "output_dir": str(out), "backbone": config.model.backbone, "steps": steps,
-                   "train_examples": n, "train_pairs": len(pair_encoded),
-                   "epochs": round(steps * t.grad_accum * t.batch_size * world / n, 2),
-                   "cache_seconds": round(cache_seconds, 1) if cache_seconds is not None else None,
-                   "train_seconds": round(seconds, 3),
-                   # CPU seconds of this process (all threads): on a shared machine, wall time says little
-                   "train_cpu_seconds": round(cpu_seconds, 1), "threads": torch.get_num_threads(),
-                   "world_size": world, "resumed_from": str(checkpoint) if checkpoint else None,
-                   "replica_sha256": replicas, "history": _history(trainer.state.log_history),
-                   "metrics": _summary_metrics(results), "config": to_dict(config)}
-        tmp = out / f".{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        os.replace(tmp, out / RUN_FILE)
-        log.info("reward model saved to %s (%.1f s of training)", out, seconds)
+        _write_summary(out / RUN_FILE, config, trainer, results, {
+            "train_examples": n, "train_pairs": len(pair_encoded), "replica_sha256": replicas,
+            "cache_seconds": round(cache_seconds, 1) if cache_seconds is not None else None,
+            "resumed_from": str(checkpoint) if checkpoint else None})
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _write_summary(path: Path, config: RewardTrainConfig, trainer, results: dict[str, Any],
+                   facts: dict[str, Any]) -> None:
+    """``moslim_run.json``, atomically: what trained, how long, the log history, the metrics and the config."""
+    t = config.train
+    seconds, cpu_seconds = next(c for c in trainer.callback_handler.callbacks if isinstance(c, Clock)).totals()
+    steps, world = trainer.state.global_step, trainer.args.world_size
+    summary = {"stage": "rm", "output_dir": str(path.parent), "backbone": config.model.backbone, "steps": steps,
+               **facts, "epochs": round(steps * t.grad_accum * t.batch_size * world / facts["train_examples"], 2),
+               "train_seconds": round(seconds, 3),
+               # CPU seconds of this process (all threads): on a shared machine, wall time says little
+               "train_cpu_seconds": round(cpu_seconds, 1), "threads": torch.get_num_threads(), "world_size": world,
+               "history": _history(trainer.state.log_history), "metrics": _summary_metrics(results),
+               "config": to_dict(config)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    log.info("reward model saved to %s (%.1f s of training)", path.parent, seconds)
 
 
 def _cache_frozen(config: RewardTrainConfig, model, pad_id: int, device, sequences: list

@@ -137,11 +137,12 @@ class HeadMeter:
         self.names = names
         self.sums: torch.Tensor | None = None  # correct (k'), labelled (k'), pair loss, pair accuracy, pair batches
 
-    def add(self, logits: torch.Tensor, labels: torch.Tensor, pair: tuple[torch.Tensor, float] | None) -> None:
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, pair: tuple[float, float] | None) -> None:
+        """logits (b, k', c), labels (b, k'); ``pair``: the batch's pair loss and accuracy, if it had pairs."""
         labelled = labels != IGNORE  # (b, k')
         correct = ((logits.argmax(-1) == labels) & labelled).sum(0).float()
-        pair_figures = [pair[0].float(), torch.tensor(pair[1]), torch.tensor(1.0)] if pair else [torch.zeros(())] * 3
-        sums = torch.cat([correct, labelled.sum(0).float(), torch.stack([f.to(correct.device) for f in pair_figures])])
+        pair_sums = correct.new_tensor([pair[0], pair[1], 1.0] if pair else [0.0, 0.0, 0.0])
+        sums = torch.cat([correct, labelled.sum(0).float(), pair_sums])
         self.sums = sums if self.sums is None else self.sums + sums
 
     def flush(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
@@ -212,7 +213,7 @@ class RewardTrainer(Trainer):
             pair = pairwise_loss(logits[b:b + p], logits[b + p:], pair_heads, self.num_classes)
             loss = loss + self.pair_weight * pair[0]
         if model.training:
-            self.meter.add(logits[:b].detach(), labels, (pair[0].detach(), pair[1]) if pair else None)
+            self.meter.add(logits[:b].detach(), labels, (float(pair[0]), pair[1]) if pair else None)
         return (loss, output) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
