@@ -84,10 +84,10 @@ def main() -> None:
     from moslim.models import resolve
     from moslim.reward.config import RewardTrainConfig
     from moslim.reward.data import label_tensor, load_examples, read_objectives
-    from moslim.reward.encoding import PairEncoder, pad_id_of
+    from moslim.reward.encoding import PairEncoder, model_batch, pad_id_of, question_ends
     from moslim.reward.frozen import FrozenPrefix, freeze_prefix
     from moslim.reward.losses import per_head_losses
-    from moslim.reward.train import _logits, build_model
+    from moslim.reward.train import build_model
 
     config = load_config(RewardTrainConfig, args.config)
     objectives, labelling = read_objectives(config.data.objectives)
@@ -115,14 +115,21 @@ def main() -> None:
 
     num_classes = objectives.num_classes
 
-    def make_pass(bf16: bool, prefix):
+    def logits_of(rows: list[int], prefix, states):
+        """Training logits (b, k, c): a plain forward, or the top layers on the cached states."""
+        items = [encoded[i] for i in rows]
+        if prefix is None:
+            return model.training_logits(model(**model_batch(items, pad_id, model.needs_question_end)))
+        return prefix.top_logits([states[i] for i in rows], question_ends(items))
+
+    def make_pass(bf16: bool, prefix, states=None):
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5)
 
         def one_pass() -> None:
             for rows in batches:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = _logits(model, prefix, "train", rows, encoded, pad_id, device)
+                    logits = logits_of(rows, prefix, states)
                 losses, _ = per_head_losses(logits, labels[rows], num_classes)
                 losses.sum().backward()
                 optimizer.step()
@@ -144,11 +151,7 @@ def main() -> None:
     prefix.encode(encoded[: args.batch])  # warm-up
     cache_seconds = min(_seconds(lambda: prefix.encode(encoded)) for _ in range(2))
 
-    class Cached:  # what reward.train._logits expects of a cache
-        pass
-    cached = Cached()
-    cached.prefix, cached.states = prefix, {"train": prefix.encode(encoded)}
-    top = make_pass(True, cached)
+    top = make_pass(True, prefix, prefix.encode(encoded))
     top()
     times["cached bf16"] = [_seconds(top) for _ in range(args.repeats)]
 

@@ -54,3 +54,13 @@ def raise_save_error(path: Path, err: BaseException) -> None:
         raise OSError(f"could not save {path} ({type(err).__name__}: {err}); what was there before is "
                       f"unchanged. Is the disk full?") from err
     raise err
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` of a transformers Trainer whose trainer_state.json exists: Trainer writes it
+    last, so a folder left by a save that was killed half-way is never resumed from."""
+    if not output_dir.is_dir():
+        return None
+    done = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)

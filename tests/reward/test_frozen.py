@@ -13,7 +13,8 @@ from moslim.reward.encoding import PairEncoder, pad_id_of
 from moslim.reward.frozen import FrozenPrefix, freeze_prefix, layer_stack
 from moslim.reward.losses import pairwise_loss, upper_log_odds
 from moslim.reward.model import MultiHeadRewardModel
-from moslim.reward.train import RUN_FILE, BatchPlan, train_reward_model
+from moslim.reward.train import RUN_FILE, train_reward_model
+from moslim.reward.trainer import BatchPlan
 
 
 def _model(tiny_causal_lm_dir, objectives):
@@ -65,24 +66,26 @@ def test_training_on_the_cache_moves_only_the_top_layers_and_heads(tiny_rm_confi
 
 
 def test_cached_run_killed_and_resumed_equals_an_uninterrupted_one(tiny_rm_config, tmp_path):
-    def run(name, on_step=None):
-        config = dataclasses.replace(
-            tiny_rm_config, output_dir=str(tmp_path / name),
-            model=dataclasses.replace(tiny_rm_config.model, freeze_layers=1),
-            data=dataclasses.replace(tiny_rm_config.data, eval=None, pairs=None))
-        return train_reward_model(config, on_step=on_step)
-
-    full = load_file(run("full") / "model.safetensors")
+    from transformers import TrainerCallback
 
     class Killed(Exception):
         pass
 
-    def kill(step):
-        if step == 3:
-            raise Killed
+    class KillAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Killed
 
+    def run(name, callbacks=()):
+        config = dataclasses.replace(
+            tiny_rm_config, output_dir=str(tmp_path / name),
+            model=dataclasses.replace(tiny_rm_config.model, freeze_layers=1),
+            data=dataclasses.replace(tiny_rm_config.data, eval=None, pairs=None))
+        return train_reward_model(config, callbacks=callbacks)
+
+    full = load_file(run("full") / "model.safetensors")
     with pytest.raises(Killed):
-        run("resumed", kill)
+        run("resumed", [KillAt3()])
     resumed = load_file(run("resumed") / "model.safetensors")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 

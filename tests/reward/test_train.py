@@ -1,20 +1,45 @@
-"""Training: it learns, it checkpoints atomically, and a killed run resumes to the same result."""
+"""Training: it learns, it checkpoints, and a killed run resumes to the same result."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
+from moslim.paths import last_complete_checkpoint
 from moslim.reward.model import MultiHeadRewardModel
-from moslim.reward.train import CHECKPOINT, RUN_FILE, BatchPlan, lr_lambda, train_reward_model
+from moslim.reward.train import RUN_FILE, train_reward_model
+from moslim.reward.trainer import BatchPlan
 
 
 class Killed(Exception):
     pass
+
+
+class KillAt(TrainerCallback):
+    """Raises Killed at the end of optimizer step ``step``, before that step's checkpoint would be written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed
+
+
+class Steps(TrainerCallback):
+    """The optimizer steps a run trains, in order."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen.append(state.global_step)
 
 
 def _with(config, output_dir, evaluate=False, **train):
@@ -31,7 +56,7 @@ def test_training_writes_model_evaluation_and_run_file_last(tiny_rm_config):
     assert set(summary["metrics"]["heads"]) == {"helpfulness", "verbosity", "harmlessness"}
     assert summary["metrics"]["pairs"]["harmlessness"]["n"] == 4
     assert (out / "eval" / "confusion_verbosity.png").exists()
-    assert not (out / CHECKPOINT).exists()
+    assert not list(out.glob("checkpoint-*"))
     files = [p for p in out.iterdir() if p.is_file()]
     assert max(files, key=lambda p: p.stat().st_mtime_ns).name == RUN_FILE
     model = MultiHeadRewardModel.from_pretrained(out)
@@ -39,7 +64,8 @@ def test_training_writes_model_evaluation_and_run_file_last(tiny_rm_config):
 
 
 def test_training_lowers_the_loss(tiny_rm_config, tmp_path):
-    config = _with(tiny_rm_config, tmp_path / "long", max_steps=40, log_every=10, save_every=0)
+    # 50 steps: Trainer's warm-up starts at a learning rate of 0, so the first step does not move the weights
+    config = _with(tiny_rm_config, tmp_path / "long", max_steps=50, log_every=10, save_every=0)
     history = json.loads((train_reward_model(config) / RUN_FILE).read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses[-1] < 0.8 * losses[0]
@@ -50,48 +76,49 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_run(tiny_rm_config, tmp_
     config = dataclasses.replace(tiny_rm_config, model=dataclasses.replace(tiny_rm_config.model, head_dropout=0.2))
     full = train_reward_model(_with(config, tmp_path / "full"))
 
-    def kill_at_5(step):
-        if step == 5:
-            raise Killed  # after step 5; the last checkpoint is from step 4
-
     resumed_dir = tmp_path / "resumed"
     with pytest.raises(Killed):
-        train_reward_model(_with(config, resumed_dir), on_step=kill_at_5)
-    state = json.loads((resumed_dir / CHECKPOINT / "trainer_state.json").read_text())
-    assert state["step"] == 4 and not (resumed_dir / RUN_FILE).exists()
-    seen = []
-    train_reward_model(_with(config, resumed_dir), on_step=seen.append)
-    assert seen == [5, 6]  # it did not start over
+        train_reward_model(_with(config, resumed_dir), callbacks=[KillAt(5)])  # the last checkpoint is from step 4
+    checkpoint = last_complete_checkpoint(resumed_dir)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert checkpoint.name == "checkpoint-4" and state["global_step"] == 4 and not (resumed_dir / RUN_FILE).exists()
+    steps = Steps()
+    train_reward_model(_with(config, resumed_dir), callbacks=[steps])
+    assert steps.seen == [5, 6]  # it did not start over
     a, b = load_file(full / "model.safetensors"), load_file(resumed_dir / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
-def test_a_half_written_checkpoint_is_ignored(tiny_rm_config, tmp_path):
+def test_a_half_written_checkpoint_is_never_resumed_from(tiny_rm_config, tmp_path):
     out = tmp_path / "rm"
-    (out / ".checkpoint.abc123").mkdir(parents=True)  # what a kill during save leaves behind
-    (out / ".checkpoint.abc123" / "model.safetensors").write_bytes(b"partial")
-    seen = []
-    train_reward_model(_with(tiny_rm_config, out), on_step=seen.append)
-    assert seen[0] == 1
+    with pytest.raises(Killed):
+        train_reward_model(_with(tiny_rm_config, out), callbacks=[KillAt(3)])  # checkpoint-2 is complete
+    # What a kill during the save of step 4 leaves behind: files, but no trainer_state.json (written last).
+    shutil.copytree(out / "checkpoint-2", out / "checkpoint-4")
+    (out / "checkpoint-4" / "trainer_state.json").unlink()
+    (out / "checkpoint-4" / "model.safetensors").write_bytes(b"partial")
+    steps = Steps()
+    train_reward_model(_with(tiny_rm_config, out), callbacks=[steps])
+    assert steps.seen[0] == 3  # resumed from checkpoint-2, not from the broken checkpoint-4
 
 
 def test_no_resume_starts_over(tiny_rm_config, tmp_path):
     out = tmp_path / "rm"
     with pytest.raises(Killed):
-        train_reward_model(_with(tiny_rm_config, out), on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
-    seen = []
-    train_reward_model(_with(tiny_rm_config, out, resume="never"), on_step=seen.append)
-    assert seen[0] == 1
+        train_reward_model(_with(tiny_rm_config, out), callbacks=[KillAt(3)])
+    steps = Steps()
+    train_reward_model(_with(tiny_rm_config, out, resume="never"), callbacks=[steps])
+    assert steps.seen[0] == 1
 
 
 def test_finished_run_with_same_config_is_not_repeated(tiny_rm_config, tmp_path):
     config = _with(tiny_rm_config, tmp_path / "rm")
     train_reward_model(config)
-    seen = []
-    train_reward_model(config, on_step=seen.append)
-    assert seen == []
+    steps = Steps()
+    train_reward_model(config, callbacks=[steps])
+    assert steps.seen == []
 
 
 def test_frozen_backbone_trains_only_the_heads(tiny_rm_config, tmp_path):
@@ -137,11 +164,14 @@ def test_batch_plan_covers_each_epoch_once_and_is_a_function_of_the_step():
     assert sorted(sum((plan.indices(m) for m in range(3, 6)), [])) == list(range(10))
 
 
-def test_lr_schedule_warms_up_then_decays():
-    f = lr_lambda("linear", warmup=2, total=6)
-    assert [round(f(s), 3) for s in range(6)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
-    assert lr_lambda("cosine", 0, 4)(2) == pytest.approx(0.5)
-    assert lr_lambda("constant", 0, 4)(3) == 1.0
+def test_heads_learn_faster_on_a_schedule_that_warms_up_then_decays(tiny_rm_config, tmp_path):
+    config = _with(tiny_rm_config, tmp_path / "lr", warmup_ratio=0.3, log_every=1, save_every=0,
+                   learning_rate=1e-3, head_learning_rate=1e-2)
+    history = json.loads((train_reward_model(config) / RUN_FILE).read_text())["history"]
+    rates = [h["learning_rate"] for h in history if "loss" in h]  # the heads' group, logged after each step
+    # 2 warm-up steps (ceil(0.3 x 6)) from 0, then a linear decay from head_learning_rate
+    assert rates == pytest.approx([0.0, 5e-3, 1e-2, 7.5e-3, 5e-3, 2.5e-3])
+    assert all(f"acc_{name}" in history[0] for name in ("helpfulness", "verbosity", "harmlessness"))
 
 
 def test_max_layers_keeps_the_first_layers_and_saves_a_model_of_that_depth(tiny_rm_config, tmp_path):
@@ -170,9 +200,8 @@ def test_config_rejects_lora_with_a_frozen_backbone():
 def test_resume_from_a_named_checkpoint_folder(tiny_rm_config, tmp_path):
     first = tmp_path / "first"
     with pytest.raises(Killed):
-        train_reward_model(_with(tiny_rm_config, first),
-                           on_step=lambda s: (_ for _ in ()).throw(Killed) if s == 3 else 0)
-    seen = []
-    train_reward_model(_with(tiny_rm_config, tmp_path / "second", resume=str(first / "checkpoint")),
-                       on_step=seen.append)
-    assert seen[0] == 3  # the checkpoint was written after step 2 (save_every=2)
+        train_reward_model(_with(tiny_rm_config, first), callbacks=[KillAt(3)])
+    steps = Steps()
+    train_reward_model(_with(tiny_rm_config, tmp_path / "second", resume=str(first / "checkpoint-2")),
+                       callbacks=[steps])
+    assert steps.seen[0] == 3  # the checkpoint was written after step 2 (save_every=2)

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     train = rm_sub.add_parser("train", help="train a reward model from a YAML config",
                               description="Train the multi-head reward model. Writes the model to OUTPUT_DIR and, "
-                              "last, OUTPUT_DIR/moslim_run.json. A killed run resumes from its last checkpoint.")
+                              "last, OUTPUT_DIR/moslim_run.json. A killed run resumes from its last complete "
+                              "checkpoint. Runs in one process or under accelerate launch / torchrun (data "
+                              "parallel, DeepSpeed, FSDP).")
     train.add_argument("--config", required=True, help="YAML config, e.g. configs/demo/rm.yaml")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=20 output_dir=runs/x")
     train.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
@@ -59,6 +61,10 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["train.resume=never"] if args.no_resume else [])
     config = load_config(RewardTrainConfig, args.config, overrides)
     out = train_reward_model(config)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun: one report
+        return 0
     summary = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
     make_console().print(f"trained {summary['steps']} steps in {summary['train_seconds']} s")
     print_metrics(summary["metrics"])

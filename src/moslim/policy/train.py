@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from moslim import models
 from moslim.config import to_dict
 from moslim.objectives import ObjectiveSet
-from moslim.paths import raise_save_error, resolve_path
+from moslim.paths import last_complete_checkpoint, raise_save_error, resolve_path  # noqa: F401 (also imported from here)
 from moslim.policy.config import (  # noqa: F401  (the config classes are also importable from here)
     DataSection,
     LoraSection,
@@ -47,15 +47,6 @@ def load_scorer(path: str) -> Scorer:
     from moslim.reward.scorer import RewardScorer
 
     return RewardScorer.from_pretrained(path)
-
-
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose trainer_state.json exists (written last, so it marks completion)."""
-    if not output_dir.is_dir():
-        return None
-    done = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-            and (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):

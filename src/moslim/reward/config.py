@@ -72,12 +72,13 @@ class TrainSection:
     # Off by default: when an objective follows length (verbosity), sorted batches each hold one level.
     length_buckets: int = bounded(1, low=1)
     bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
-    device: str | None = None  # None: cuda when available, else cpu
+    device: str | None = None  # "cpu", "cuda", or None: cuda when available (one GPU per process), else cpu
     eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
-    save_every: int = 50  # steps between atomic checkpoints (a killed run resumes); 0: none
+    save_every: int = 50  # steps between checkpoints (a killed run resumes from the last complete one); 0: none
     log_every: int = 10  # optimizer steps between log lines; 0: only the last
-    report_to: list[str] = field(default_factory=list)  # ["tensorboard"] writes to output_dir/tensorboard
-    # "auto": continue from output_dir/checkpoint when there is one (and skip a finished run with the same
+    # transformers' integrations (tensorboard, wandb, mlflow, ...); tensorboard writes to output_dir/tensorboard
+    report_to: list[str] = field(default_factory=list)
+    # "auto": continue from the newest complete output_dir/checkpoint-N (and skip a finished run with the same
     # config); "never": start over; a folder: continue from that checkpoint. The same values as RL's train.resume.
     resume: str = "auto"
     progress: bool = True  # a progress bar with loss and per-head accuracy
@@ -121,9 +122,11 @@ class RewardTrainConfig:
         if resume not in ("auto", "never") and not (Path(resume) / "trainer_state.json").is_file():
             raise ValueError(f"train.resume={resume!r}: expected 'auto', 'never' or a checkpoint folder "
                              f"(one holding trainer_state.json)")
-        unknown = set(self.train.report_to) - {"tensorboard", "none"}
-        if unknown:
-            raise ValueError(f"train.report_to: unknown {sorted(unknown)}; valid: tensorboard, none")
+        if self.train.device not in (None, "cpu", "cuda"):
+            raise ValueError(f"train.device: expected cpu, cuda or null, got {self.train.device!r}; to pick GPUs, "
+                             f"set CUDA_VISIBLE_DEVICES (under accelerate launch each process takes one)")
+        if self.train.warmup_ratio >= 1:
+            raise ValueError(f"train.warmup_ratio is a fraction of the steps, below 1; got {self.train.warmup_ratio}")
 
     def check_inputs(self) -> None:
         """The backbone and every data file exist: checked before the output folder is made or anything loads."""

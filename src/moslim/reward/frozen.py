@@ -61,6 +61,17 @@ def only_layers(backbone: torch.nn.Module, start: int, stop: int | None = None) 
         setattr(owner, name, full)
 
 
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached states, (t_i, d) each -> hidden (b, t, d) right-padded with zeros, attention_mask (b, t)."""
+    t = max(s.shape[0] for s in states)
+    hidden = states[0].new_zeros((len(states), t, states[0].shape[-1]))
+    mask = torch.zeros((len(states), t), dtype=torch.long)
+    for row, s in enumerate(states):
+        hidden[row, : s.shape[0]] = s
+        mask[row, : s.shape[0]] = 1
+    return hidden, mask
+
+
 class FrozenPrefix:
     """Hidden states after the first ``n`` layers, one (t_i, d) tensor per example, kept in memory."""
 
@@ -105,13 +116,7 @@ class FrozenPrefix:
 
     def top_logits(self, states: list[torch.Tensor], question_end: torch.Tensor | None = None) -> torch.Tensor:
         """Cached states of a batch -> training logits (b, k', c) from layers ``n..`` and the heads (with gradients)."""
-        t = max(s.shape[0] for s in states)
-        d = states[0].shape[-1]
-        hidden = states[0].new_zeros((len(states), t, d))
-        mask = torch.zeros((len(states), t), dtype=torch.long)
-        for row, s in enumerate(states):
-            hidden[row, : s.shape[0]] = s
-            mask[row, : s.shape[0]] = 1
+        hidden, mask = pad_states(states)
         with only_layers(self.model.backbone, self.n):
             extra = {"question_end": question_end} if self.model.needs_question_end else {}
             output = self.model(inputs_embeds=hidden.to(self.device), attention_mask=mask.to(self.device), **extra)
