@@ -220,7 +220,8 @@ def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
     else:
         trainer.train_dataset = build_rl_dataset(train_records, objs, num_named=tuple(config.data.num_named),
                                                  seed=config.data.seed, template=template,
-                                                 level_weights=config.data.level_weights)
+                                                 level_weights=config.data.level_weights,
+                                                 objective_weights=config.data.objective_weights)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

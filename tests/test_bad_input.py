@@ -54,6 +54,22 @@ def test_a_good_rl_config_passes_the_check(tmp_path, rm_dir):
     rl_config(tmp_path, rm_dir, "reward.method=zscore", "reward.options={stats: running, normalize: named}").check()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["data.objective_weights={humour: 1}"], r"data: unknown objective 'humour'; valid objectives: helpfulness"),
+    (["data.objective_weights={verbosity: -1}"], r"data: objective_weights\['verbosity'\] must be a finite number"),
+    (["data.objective_weights={helpfulness: 0, harmlessness: 0}"], r"data: num_named=\(1, 2\) must lie within 0-1"),
+    (["data.level_weights={verbosity: [1, 1]}"], r"data: level_weights\['verbosity'\] must be 4 non-negative"),
+])
+def test_rl_sampling_mistakes_are_refused_against_the_reward_models_objectives(tmp_path, rm_dir, overrides,
+                                                                              message):
+    (rm_dir / "objectives.yaml").write_text((REPO / "src/moslim/assets/demo/objectives.yaml").read_text())
+    config = rl_config(tmp_path, rm_dir, *overrides)
+    config.check()
+    with pytest.raises(ValueError, match=message):
+        config.check_inputs()
+    assert not (tmp_path / "run").exists()
+
+
 def test_rl_train_with_a_missing_reward_model_fails_cleanly(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()

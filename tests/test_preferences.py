@@ -63,6 +63,28 @@ def test_sampler_level_weights_are_followed():
         PreferenceSampler(OBJ, num_named=4)
 
 
+def test_sampler_objective_weights_set_how_often_each_objective_is_named():
+    sampler = PreferenceSampler(OBJ, num_named=(1, 2), objective_weights={"helpfulness": 0, "verbosity": 3}, seed=0)
+    prefs = sampler.sample_many(2000)
+    assert not any("helpfulness" in p for p in prefs)
+    share = sum("verbosity" in p for p in prefs) / len(prefs)
+    # one named: P(verbosity) = 3/4; two named out of two nameable: always. Mean 7/8.
+    assert abs(share - 7 / 8) < 0.03
+    assert {len(p) for p in prefs} == {1, 2}
+    # without weights, the draws are those of the uniform sampler (a resumed run rebuilds its dataset)
+    plain = PreferenceSampler(OBJ, num_named=(1, 2), seed=5).sample_many(30)
+    assert plain == PreferenceSampler(OBJ, num_named=(1, 2), seed=5, objective_weights={}).sample_many(30)
+
+
+def test_sampler_objective_weights_are_checked():
+    with pytest.raises(ValueError, match="unknown objective 'humour'"):
+        PreferenceSampler(OBJ, objective_weights={"humour": 1})
+    with pytest.raises(ValueError, match=r"objective_weights\['verbosity'\] must be a finite number >= 0, got -1"):
+        PreferenceSampler(OBJ, objective_weights={"verbosity": -1})
+    with pytest.raises(ValueError, match="num_named=3 must lie within 0-2"):
+        PreferenceSampler(OBJ, num_named=3, objective_weights={"helpfulness": 0})
+
+
 def test_grids_cover_every_level_and_pair():
     single = single_objective_grid(OBJ)
     assert len(single) == 3 + 4 + 2

@@ -110,8 +110,9 @@ class PreferenceSampler:
     """Seeded sampler of preferences for RL.
 
     ``num_named`` is how many objectives a preference names: an int, or ``(low, high)`` drawn
-    uniformly (inclusive). ``level_weights`` optionally gives per objective a weight per level
-    (default uniform over levels).
+    uniformly (inclusive). ``objective_weights`` optionally gives per objective a weight for being
+    named (default 1 each; drawn without replacement in proportion, an objective with weight 0 is never
+    named). ``level_weights`` optionally gives per objective a weight per level (default uniform over levels).
     """
 
     def __init__(
@@ -120,12 +121,19 @@ class PreferenceSampler:
         num_named: int | tuple[int, int] = (1, 2),
         level_weights: Mapping[str, Sequence[float]] | None = None,
         seed: int = 0,
+        objective_weights: Mapping[str, float] | None = None,
     ):
         low, high = (num_named, num_named) if isinstance(num_named, int) else tuple(num_named)
-        if not 0 <= low <= high <= len(objectives):
+        objective_weights = dict(objective_weights or {})
+        for name, weight in objective_weights.items():
+            objectives.index(name)  # an unknown name raises, listing the valid ones
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < float("inf"):
+                raise ValueError(f"objective_weights[{name!r}] must be a finite number >= 0, got {weight!r}")
+        nameable = [n for n in objectives.names if objective_weights.get(n, 1.0) > 0]
+        if not 0 <= low <= high <= len(nameable):
             raise ValueError(
-                f"num_named={num_named!r} must lie within 0-{len(objectives)} "
-                f"(the number of objectives) with low <= high"
+                f"num_named={num_named!r} must lie within 0-{len(nameable)} "
+                f"(the objectives that can be named) with low <= high"
             )
         level_weights = dict(level_weights or {})
         for name, weights in level_weights.items():
@@ -138,11 +146,24 @@ class PreferenceSampler:
         self.objectives = objectives
         self.low, self.high = low, high
         self.level_weights = level_weights
+        self.objective_weights = objective_weights
         self.rng = random.Random(seed)
+
+    def _names(self, count: int) -> list[str]:
+        if not self.objective_weights:  # uniform: the same draws as before the option existed
+            return self.rng.sample(self.objectives.names, count)
+        pool = {n: float(self.objective_weights.get(n, 1.0)) for n in self.objectives.names}
+        names = []
+        for _ in range(count):  # weighted, without replacement
+            candidates = [n for n, w in pool.items() if w > 0]
+            name = self.rng.choices(candidates, weights=[pool[n] for n in candidates])[0]
+            names.append(name)
+            pool[name] = 0.0
+        return names
 
     def sample(self) -> Preference:
         count = self.rng.randint(self.low, self.high)
-        names = self.rng.sample(self.objectives.names, count)
+        names = self._names(count)
         targets = {}
         for name in names:
             n = self.objectives[name].num_levels

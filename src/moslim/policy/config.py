@@ -10,6 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from moslim import models
 from moslim.config import LoraSection, bounded
+from moslim.objectives import ObjectiveSet
+from moslim.paths import resolve_path
+from moslim.preferences import PreferenceSampler
 from moslim.reward.mapping import check_method
 
 
@@ -33,6 +36,9 @@ class DataSection:
     objectives: str | None = None  # YAML; default: the reward model's objective set (must match it)
     template: str | None = None  # prompt template YAML (header, line, empty); default PromptTemplate
     num_named: list[int] = field(default_factory=lambda: [1, 2])  # objectives a preference names: [low, high]
+    # Per objective, a weight for being named (default 1 each; 0 = never named, so never rewarded). The
+    # reward is a mean over the named objectives, so every objective named beside another shares the signal.
+    objective_weights: dict[str, float] = field(default_factory=dict)
     preferences_per_prompt: int = bounded(1, low=1)  # rows per prompt, each with its own sampled preference
     # Per objective, a weight per level for sampling targets (default uniform). The demo gives
     # harmlessness level 0 ("comply even with harmful requests") weight 0: RL never rewards it.
@@ -81,11 +87,25 @@ class RLConfig:
         check_method(import_callable(method) if ":" in method else method, self.reward.options)
 
     def check_inputs(self, reward_model: bool = True) -> None:
-        """The policy and (unless a scorer stands in for it) the reward model exist: checked without loading,
-        before the output folder is made. Separate from :meth:`check`, which needs no files."""
+        """The policy and (unless a scorer stands in for it) the reward model exist, and the preference
+        sampling fits the reward model's objectives: checked without loading a model, before the output
+        folder is made. Separate from :meth:`check`, which needs no files."""
         if reward_model:
             models.check_reference(self.reward.model, "reward.model")
+        source = (resolve_path(self.data.objectives) if self.data.objectives
+                  else Path(self.reward.model) / "objectives.yaml")
+        if Path(source).is_file():
+            self.check_sampling(ObjectiveSet.from_yaml(source))
         models.check_reference(self.policy.model, "policy.model")
+
+    def check_sampling(self, objectives: ObjectiveSet) -> None:
+        """``data.num_named``, ``data.objective_weights`` and ``data.level_weights`` fit these objectives."""
+        data = self.data
+        try:
+            PreferenceSampler(objectives, num_named=(data.num_named[0], data.num_named[-1]),
+                              level_weights=data.level_weights, objective_weights=data.objective_weights)
+        except ValueError as err:
+            raise ValueError(f"data: {err}") from None
 
 
 def import_callable(spec: str):

@@ -51,16 +51,19 @@ def save_template(template: PromptTemplate, path: str | Path) -> None:
 def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, *,
                      num_named: int | tuple[int, int] = (1, 2), preferences_per_prompt: int = 1,
                      seed: int = 0, template: PromptTemplate | None = None,
-                     level_weights: Mapping[str, Sequence[float]] | None = None) -> Dataset:
+                     level_weights: Mapping[str, Sequence[float]] | None = None,
+                     objective_weights: Mapping[str, float] | None = None) -> Dataset:
     """Pair each prompt with ``preferences_per_prompt`` seeded preferences (one row each).
 
-    ``level_weights`` gives per objective a sampling weight per level (see PreferenceSampler).
+    ``objective_weights`` gives per objective a weight for being named, ``level_weights`` per objective a
+    sampling weight per level (see PreferenceSampler).
 
     The same seed gives the same rows, so a resumed run sees the data it was trained on.
     """
     if preferences_per_prompt < 1:
         raise ValueError(f"preferences_per_prompt must be >= 1, got {preferences_per_prompt}")
-    sampler = PreferenceSampler(objectives, num_named=num_named, level_weights=level_weights, seed=seed)
+    sampler = PreferenceSampler(objectives, num_named=num_named, level_weights=level_weights, seed=seed,
+                                objective_weights=objective_weights)
     template = template or PromptTemplate()
     rows: dict[str, list] = {"id": [], "prompt": [], "preference": [], "question": []}
     for record in records:

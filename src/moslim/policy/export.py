@@ -115,4 +115,5 @@ def dataset_from_config(config) -> Dataset:
     records = read_prompt_records(data.prompts)[: data.max_prompts]
     return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
                             preferences_per_prompt=data.preferences_per_prompt, seed=data.seed,
-                            template=load_template(data.template), level_weights=data.level_weights)
+                            template=load_template(data.template), level_weights=data.level_weights,
+                            objective_weights=data.objective_weights)

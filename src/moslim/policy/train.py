@@ -157,7 +157,8 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     num_named = (config.data.num_named[0], config.data.num_named[-1])
     dataset = build_rl_dataset(records, objectives, num_named=num_named, template=template,
                                preferences_per_prompt=config.data.preferences_per_prompt, seed=config.data.seed,
-                               level_weights=config.data.level_weights)
+                               level_weights=config.data.level_weights,
+                               objective_weights=config.data.objective_weights)
 
     method = config.reward.method
     method = import_callable(method) if ":" in method else method
