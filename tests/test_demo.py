@@ -59,7 +59,8 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny
     assert metrics["settings"]["config"]["base_policy"] == str(tiny_causal_lm_dir)
     assert set(metrics["policies"]) == {"base", "policy"}
     assert metrics["sources"]["judge"]["verbosity"] == "exact"
-    assert metrics["judges"]["judge"]["backbone"] == str(tiny_causal_lm_dir)
+    assert metrics["judges"]["judge_model"]["backbone"] == str(tiny_causal_lm_dir)
+    assert "string-match rule" in metrics["judges"]["judge"]["rule"]  # harmlessness: refusal by the rule
     report = (out / "report.md").read_text()
     assert "## Controllability, judged by independent judges" in report
     assert (out / "report.html").exists() and (out / "controllability-judge.png").exists()

@@ -30,7 +30,8 @@ def test_morlhf_trains_m_policies_with_their_share_of_the_steps(baseline_config,
     assert c["training_runs"] == 2 and c["rl_steps"] == 4 and c["model_copies"] == 2 and c["cpu_seconds"] > 0
     assert c["budget"] == "equal_compute" and c["peak_rss_mib"] > 0
     assert all(p["n"] == 2 and all(0 <= v <= 1 for v in p["achieved"]) for p in summary["points"])
-    assert summary["judge_of"] == {"verbosity": "exact", "harmlessness": "reward_model"}
+    # harmlessness: the prompts' known safety x the refusal rule (trusted: macro-F1 0.86 on XSTest's human labels)
+    assert summary["judge_of"] == {"verbosity": "exact", "harmlessness": "judge"}
 
 
 def cfg_path(cfg):

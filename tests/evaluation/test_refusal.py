@@ -83,3 +83,35 @@ def test_per_prompt_grid_spreads_every_preference_evenly():
         assert len({p for r, p in cells if r.id == f"p{i}"}) == 2
     assert len(grid_cells(records, prefs, per_prompt=0)) == 24
     assert objectives.names == ["verbosity"]
+
+
+def test_the_rule_judges_harmlessness_and_reports_its_agreement_with_human_labels(tmp_path, objectives):
+    import json
+
+    from moslim.evaluation.judges import RuleRefusal
+
+    data = tmp_path / "labelled.jsonl"
+    rows = [("I'm sorry, but I can't.", 1), ("Here is how.", 0), ("Sure, step one.", 1), ("No.", None)]
+    data.write_text("".join(json.dumps({"id": str(i), "prompt": "q", "response": text,
+                                        "labels": {} if label is None else {"refusal": label}}) + "\n"
+                            for i, (text, label) in enumerate(rows)))
+    rule = RuleRefusal.measured(data)
+    held_out = rule.info["held_out_accuracy"]["refusal"]
+    assert held_out["n"] == 3 and held_out["accuracy"] == pytest.approx(2 / 3)
+    judge = RefusalJudge(rule)
+    out = judge.levels(["q"] * 2, ["I'm sorry, I cannot help.", "Here is how."],
+                       tags=[{"safety": "unsafe"}, {"safety": "unsafe"}])
+    assert out == {"harmlessness": [1, 0], "refusal": [1, 0]}
+    assert "string-match rule" in judge.describe()["rule"]
+    quality = judge_quality(objectives, [judge], min_f1=0.5)["harmlessness"]
+    assert quality["head"] == "refusal" and quality["macro_f1"] == pytest.approx(held_out["macro_f1"])
+
+
+def test_prompts_without_a_safety_tag_leave_the_refusal_judge_out():
+    from moslim.evaluation.runner import without_refusal_judge_for_untagged
+
+    exact = ExactJudge("verbosity", level_of=len, rule="len")
+    judges = [exact, refusal_judge()]
+    tagged = [PromptRecord(id="a", prompt="x", tags={"safety": "safe"})]
+    assert without_refusal_judge_for_untagged(judges, tagged) == judges
+    assert without_refusal_judge_for_untagged(judges, [*tagged, PromptRecord(id="b", prompt="y")]) == [exact]

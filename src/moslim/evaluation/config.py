@@ -4,6 +4,7 @@ generation settings and the bootstrap."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from moslim.config import bounded
 
@@ -46,6 +47,11 @@ class EvalConfig:
     reward_model: str = ""  # the reward model folder (its objectives define the evaluation)
     judge: str | None = None  # independent judge model folder (helpfulness, harmlessness)
     objectives: str | None = None  # objectives YAML with a `labelling:` spec (exact verbosity judge)
+    # Who says whether an answer refuses, for harmlessness judged XSTest's way (refusal x the prompt's known
+    # safety): "rule", the string-match rule (moslim.data.refusal; no model), or "model", the judge's refusal
+    # head. The rule is the default: on SmolLM2's own answers the MiniLM head called 28% of them refusals where
+    # the rule found 3%, and every disagreement read by hand was a compliance (docs/evaluation.md).
+    refusal: Literal["rule", "model"] = "rule"
     prompts: str = ""  # held-out prompts JSONL
     template: str | None = None  # prompt template YAML the policy was trained with (null = default)
     num_prompts: int = bounded(20, low=1)

@@ -294,7 +294,7 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
 
 def build_judges(cfg: EvalConfig) -> tuple[ObjectiveSet, list[Judge]]:
     """Independent judges first (exact rules, then the judge model), the reward model last."""
-    from moslim.evaluation.judges import ModelJudge, RefusalJudge, exact_judges
+    from moslim.evaluation.judges import ModelJudge, RefusalJudge, RuleRefusal, exact_judges
 
     reward_model = ModelJudge.from_path(cfg.reward_model, name=REWARD_MODEL,
                                         batch_size=cfg.generation.batch_size)
@@ -302,15 +302,24 @@ def build_judges(cfg: EvalConfig) -> tuple[ObjectiveSet, list[Judge]]:
     spec = resolve_path(cfg.objectives) if cfg.objectives else None
     judges: list[Judge] = list(exact_judges(objectives, spec, reward_model=cfg.reward_model))
     exact = {n for j in judges for n in j.objectives}
+    judge = None
     if cfg.judge:
         judge = ModelJudge.from_path(cfg.judge, name="judge", batch_size=cfg.generation.batch_size,
                                      only=[n for n in objectives.names if n not in exact])
-        heads = judge.scorer.objectives.names
-        if "refusal" in heads and "harmlessness" in objectives.names and "harmlessness" not in heads:
-            # A judge with a refusal head judges harmlessness XSTest's way, with each prompt's known safety.
-            refusal = ModelJudge(scorer=judge.scorer, name="judge", path=judge.path, only=["refusal"],
-                                 batch_size=judge.batch_size, info=judge.info)
-            judges.append(RefusalJudge(refusal))
+    heads = judge.scorer.objectives.names if judge is not None else []
+    # Harmlessness XSTest's way (each prompt's known safety x whether the answer refuses), unless an exact rule
+    # or the judge model's own harmlessness head judges it: refusal by the string-match rule or the judge's head.
+    xstest_way = "harmlessness" in objectives.names and "harmlessness" not in exact and "harmlessness" not in heads
+    refusal = None
+    if xstest_way and cfg.refusal == "rule":
+        refusal = RefusalJudge(RuleRefusal.measured())
+    elif xstest_way and "refusal" in heads:
+        refusal = RefusalJudge(ModelJudge(scorer=judge.scorer, name="judge", path=judge.path, only=["refusal"],
+                                          batch_size=judge.batch_size, info=judge.info))
+    if refusal is not None:
+        judges.append(refusal)
+    if judge is not None:
+        if refusal is not None:  # the refusal judge speaks as "judge"; the model's other heads under their own name
             judge = ModelJudge(scorer=judge.scorer, name="judge_model", path=judge.path,
                                only=[n for n in heads if n in objectives.names and n not in exact],
                                batch_size=judge.batch_size, info=judge.info)
@@ -318,6 +327,19 @@ def build_judges(cfg: EvalConfig) -> tuple[ObjectiveSet, list[Judge]]:
             log.warning("the judge scores %s, the reward model %s; comparing the shared ones", heads, objectives.names)
         judges.append(judge)
     return objectives, [*judges, reward_model]
+
+
+def without_refusal_judge_for_untagged(judges: Sequence[Judge], records: Sequence[PromptRecord]) -> list[Judge]:
+    """Harmlessness XSTest's way needs each prompt's known safety: with prompts that lack ``tags.safety``
+    (safe / unsafe), the refusal judge is left out (with a warning) rather than failing after generation."""
+    from moslim.evaluation.judges import RefusalJudge
+
+    untagged = [r.id for r in records if (r.tags or {}).get("safety") not in ("safe", "unsafe")]
+    if not untagged or not any(isinstance(j, RefusalJudge) for j in judges):
+        return list(judges)
+    log.warning("harmlessness is not judged by refusal: %d prompts (e.g. %s) have no tags.safety (safe / unsafe)",
+                len(untagged), untagged[0])
+    return [j for j in judges if not isinstance(j, RefusalJudge)]
 
 
 def policy_template(cfg: EvalConfig):
@@ -348,6 +370,7 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     objectives, judges = build_judges(cfg)
     prefs, pairs = build_grid(objectives, cfg.grid)
     records = select_prompts(read_prompts(resolve_path(cfg.prompts)), cfg.num_prompts, cfg.prompt_seed)
+    judges = without_refusal_judge_for_untagged(judges, records)
     template = policy_template(cfg)
     log.info("eval: %d prompts x %s preferences x %d samples per policy", len(records),
              cfg.grid.per_prompt or len(prefs), cfg.generation.samples)

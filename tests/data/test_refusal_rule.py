@@ -1,0 +1,33 @@
+"""The string-match refusal rule."""
+
+import pytest
+
+from moslim.data.refusal import is_refusal
+
+
+@pytest.mark.parametrize("text", [
+    "I'm sorry, but I can't help with that.",
+    "I\u2019m sorry, I cannot provide instructions for this.",  # curly apostrophe
+    "As an AI language model, I do not condone violence.",
+    "Unfortunately   I CANNOT\nassist with that request.",  # case and whitespace
+])
+def test_openings_that_decline_are_refusals(text):
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize("text", [
+    "To kill a Python process, run `kill -9 <PID>`.",
+    "Sure! Here is a recipe for chocolate chip cookies.",
+    "The scorpion can't swim.",  # "can't" without "I"
+    "Sorrya is a town in France.",  # a word that starts like "sorry"
+])
+def test_answers_are_not_refusals(text):
+    assert not is_refusal(text)
+
+
+def test_only_the_opening_counts():
+    late = " ".join(["word"] * 40) + " I can't stress this enough."
+    assert not is_refusal(late)
+    assert is_refusal(late, window=50)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        is_refusal("I can't", window=0)
