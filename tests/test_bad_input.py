@@ -98,8 +98,14 @@ def test_check_reference_refuses_missing_local_folders(reference, message):
 
 def test_check_reference_tells_a_local_path_from_a_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     models.check_reference("gpt2")  # a bare hub id
     models.check_reference("org/name")  # no ./org folder: could be a hub id
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, a hub id must be in the cache: refused before any loading
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    for hub_id in ("nope", "org/name"):
+        with pytest.raises(ValueError, match=f"policy '{hub_id}' is neither a built-in nor a local folder.*offline"):
+            models.check_reference(hub_id, "policy")
     (tmp_path / "runs").mkdir()
     with pytest.raises(ValueError, match="model folder runs/rm does not exist"):
         models.check_reference("runs/rm")

@@ -158,10 +158,15 @@ def check_reference(name_or_path: str | os.PathLike, what: str = "model") -> Non
             raise ValueError(f"{what} folder {path} holds no weights (*.safetensors): an interrupted save? "
                              f"Train or save it again")
         return
-    if "/" not in text and not text.startswith((".", "~")):
-        return  # a bare hub id ("gpt2")
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or path.parent.is_dir():
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or ("/" in text and path.parent.is_dir()):
         raise ValueError(f"{what} folder {text} does not exist")
+    if _hub_offline():  # a hub id ("gpt2", "org/name") can only come from the cache
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(text, "config.json"), str):
+            raise ValueError(
+                f"{what} {text!r} is neither a built-in nor a local folder, and the hub is offline "
+                f"(HF_HUB_OFFLINE=1) with no cached copy. Offline built-ins: {', '.join(BUILTINS)}")
 
 
 def resolve(name_or_path: str | os.PathLike) -> str:
@@ -178,16 +183,10 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     path = Path(text).expanduser()
     if path.exists():
         return str(path)
-    if _hub_offline():
+    if _hub_offline():  # check_reference found it in the cache
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(text, "config.json")
-        if isinstance(cached, str):
-            return str(Path(cached).parent)
-        raise ValueError(
-            f"model {text!r} is neither a built-in nor a local folder, and the hub is offline "
-            f"(HF_HUB_OFFLINE=1) with no cached copy. Offline built-ins: {', '.join(BUILTINS)}"
-        )
+        return str(Path(try_to_load_from_cache(text, "config.json")).parent)
     return text
 
 

@@ -79,6 +79,11 @@ def test_validate_decides_the_kind_from_every_row_not_the_first(tmp_path, capsys
     csv_path.write_text("prompt,verbosity\nq,1\n")
     assert main(["data", "validate", str(csv_path), "--objectives", OBJECTIVES]) == 2
     assert "response" in capsys.readouterr().err  # labels but no response column: examples, rejected
+    csv_path.write_text("prompt,answer\nq,a\n")  # the answers under another name: not passed as prompts
+    assert main(["data", "validate", str(csv_path), "--objectives", OBJECTIVES]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv_path}: no row has 'response'" in err and "--column response=answer" in err
+    assert main(["data", "validate", str(csv_path), "--objectives", OBJECTIVES, "--kind", "prompts"]) == 0
 
 
 def test_validate_says_why_it_chose_the_kind_and_refuses_empty_files(tmp_path, capsys):

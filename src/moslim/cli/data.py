@@ -62,6 +62,10 @@ def _column_map(items: list[str]) -> dict[str, str]:
     return out
 
 
+# Field names that hold an answer under another name than 'response'.
+RESPONSE_LIKE = frozenset({"answer", "completion", "output", "reply", "assistant", "generation"})
+
+
 def _detect_kind(rows: list, columns: dict[str, str], objectives) -> tuple[str, str]:
     """(kind, why) from every row, not the first: pairs if any row has 'chosen'; examples if any row has
     'response' or an objective's label; else prompts. Rows that do not fit the kind are then rejected."""
@@ -75,6 +79,11 @@ def _detect_kind(rows: list, columns: dict[str, str], objectives) -> tuple[str, 
     labels = sorted(keys & {columns.get(name, name) for name in objectives.names})
     if response in keys or labels:
         return "examples", f"a row has {response!r}" if response in keys else f"rows carry labels {labels}"
+    lookalike = sorted(keys & RESPONSE_LIKE)
+    if lookalike:  # an examples file under another name would pass as prompts, and fail only in `rm train`
+        raise ValueError(f"no row has {response!r}, {chosen!r} or a label, but rows have {lookalike[0]!r}: if it "
+                         f"holds the answers, map it (--column response={lookalike[0]}); for a prompts file, "
+                         "pass --kind prompts")
     return "prompts", f"no row has {chosen!r}, {response!r} or an objective's label"
 
 
@@ -85,7 +94,10 @@ def _read(args: argparse.Namespace, on_error: str = "raise", rejects: Path | Non
     objectives = ObjectiveSet.from_yaml(args.objectives, with_factors=True)  # factor labels are labels too
     columns = _column_map(args.column)
     rows = list(iter_rows(args.path, split=args.split))  # one read: the kind is detected from the same rows
-    kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(rows, columns, objectives)
+    try:
+        kind, why = (args.kind, "--kind") if args.kind != "auto" else _detect_kind(rows, columns, objectives)
+    except ValueError as err:
+        raise ValueError(f"{args.path}: {err}") from None
     parse = {"examples": lambda: example_parser(objectives, columns),
              "pairs": lambda: pair_parser(objectives, columns), "prompts": lambda: prompt_parser(columns)}[kind]()
     result = parse_rows(rows, parse, args.path, on_error, rejects)
