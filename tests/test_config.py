@@ -103,6 +103,19 @@ def test_renamed_keys_say_their_new_name(tmp_path):
     assert load_config(RewardTrainConfig, None, ["train.resume=never"]).train.resume == "never"
 
 
+@dataclass
+class Renaming:
+    RENAMED: ClassVar[dict[str, tuple[str, str]]] = {"old": ("new", "one word per concept")}
+
+    new: int = 1
+
+
+def test_renamed_key_gets_its_own_message_with_the_reason_even_after_an_unknown_key(tmp_path):
+    with pytest.raises(ValueError, match=r"c\.yaml:old: 'old' was renamed to 'new' \(one word per concept\); "
+                                         r"write new: instead"):
+        load_config(Renaming, write(tmp_path, "typo: 1\nold: 2\n"))
+
+
 def test_an_override_value_that_is_not_yaml_names_the_override():
     for item in ("optim.steps=\x1b", "optim.steps=[1"):
         with pytest.raises(ValueError, match="the value is not valid YAML") as err:

@@ -3,7 +3,7 @@
 ``load_config(TrainConfig, "configs/rm.yaml", ["train.learning_rate=1e-4"])`` reads the YAML, applies the
 overrides, and builds the dataclass tree. Unknown keys are rejected with a "did you mean"; a field
 typed ``dict[str, Any]`` is a pass-through section (e.g. TRL's own options, which TRL validates). A class
-may name old keys (``RENAMED``: {old: new}) and values that are gone (``RETIRED``: {field: {value: why}}),
+may name old keys (``RENAMED``: {old: (new, why)}) and values that are gone (``RETIRED``: {field: {value: why}}),
 so that they get a message of their own instead of "unknown key" / "is not one of".
 
 Numbers are range-checked as they are read, before anything loads: every int / float field must be >= 0
@@ -115,11 +115,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
-    renamed = getattr(cls, "RENAMED", {})
-    if unknown and unknown[0] in renamed:
-        key = unknown[0]
-        raise ValueError(f"{_place(f'{where}:{key}' if where else key)}: {key!r} was renamed to {renamed[key]!r} "
-                         f"(the same name RL's config uses); write {renamed[key]}: instead")
+    renamed = getattr(cls, "RENAMED", {})  # {old key: (new key, why)}
+    for key in (k for k in unknown if k in renamed):
+        new, why = renamed[key]
+        raise ValueError(f"{_place(f'{where}:{key}' if where else key)}: {key!r} was renamed to {new!r} "
+                         f"({why}); write {new}: instead")
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(fields), n=1)

@@ -46,7 +46,9 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    RENAMED: ClassVar[dict[str, str]] = {"lr": "learning_rate", "head_lr": "head_learning_rate"}
+    RENAMED: ClassVar[dict[str, tuple[str, str]]] = {
+        "lr": ("learning_rate", "the same name RL's config uses"),
+        "head_lr": ("head_learning_rate", "the same name RL's config uses")}
 
     seed: int = 0  # heads' init, data order and dropout
     epochs: float = 1.0  # passes over the training set (ignored when max_steps is set)
