@@ -56,7 +56,7 @@ class ExactVerbosityScorer:
     def score(self, prompts, responses) -> torch.Tensor:
         from moslim.data.labelling import verbosity_level
 
-        k, c = len(self.objectives), int(self.objectives.num_classes.max())
+        k, c = len(self.objectives), int(self.objectives.num_levels.max())
         probs = torch.zeros(len(responses), k, c)
         for i, objective in enumerate(self.objectives):
             probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels

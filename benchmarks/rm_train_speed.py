@@ -113,7 +113,7 @@ def main() -> None:
     rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     print(f"matmul rate: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
 
-    num_classes = objectives.num_classes
+    num_levels = objectives.num_levels
 
     def logits_of(rows: list[int], prefix, states):
         """Training logits (b, k, c): a plain forward, or the top layers on the cached states."""
@@ -130,7 +130,7 @@ def main() -> None:
             for rows in batches:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     logits = logits_of(rows, prefix, states)
-                losses, _ = per_head_losses(logits, labels[rows], num_classes)
+                losses, _ = per_head_losses(logits, labels[rows], num_levels)
                 losses.sum().backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

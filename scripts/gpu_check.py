@@ -115,7 +115,7 @@ def rm_steps(rm_dir: Path, device: torch.device, steps: int, batch: int, seq_len
 
     model = MultiHeadRewardModel.from_pretrained(rm_dir).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    num_classes = model.num_classes.to(device)  # (k,)
+    num_levels = model.num_levels.to(device)  # (k,)
     vocab = model.config.text_config.vocab_size
     generator = torch.Generator().manual_seed(0)
     reset_peak(device)
@@ -125,10 +125,10 @@ def rm_steps(rm_dir: Path, device: torch.device, steps: int, batch: int, seq_len
             _sync(device)
             start = time.perf_counter()
         input_ids = torch.randint(len(SPECIALS), vocab, (batch, seq_len), generator=generator).to(device)
-        labels = (torch.rand(batch, len(num_classes), generator=generator).to(device) * num_classes).long()  # (b, k)
+        labels = (torch.rand(batch, len(num_levels), generator=generator).to(device) * num_levels).long()  # (b, k)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).logits  # (b, k, c)
-        loss = reward_loss(logits, labels, num_classes)
+        loss = reward_loss(logits, labels, num_levels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -158,7 +158,7 @@ def test_a_repeated_objective_in_a_preference_is_refused():
 
 
 def test_check_method_accepts_callables_and_their_options():
-    def custom(probs, targets, mask, num_classes, *, scale=1.0):
+    def custom(probs, targets, mask, num_levels, *, scale=1.0):
         return probs[..., 0].sum(-1) * scale
 
     assert check_method(custom, {"scale": 2.0}) is custom
@@ -217,7 +217,7 @@ def test_a_json_preference_needs_integer_levels_and_survives_deep_nesting():
 
 
 def test_check_method_binds_a_users_callable_without_running_it_on_a_toy_input():
-    def three_heads(probs, targets, mask, num_classes):
+    def three_heads(probs, targets, mask, num_levels):
         return probs[:, 2, 0]  # fine on the real reward model's three heads, an IndexError on a one-head toy
 
     assert check_method(three_heads, {}) is three_heads

@@ -6,7 +6,7 @@ from moslim.objectives import ObjectiveSet
 
 def test_objective_set_reads_names_and_class_counts(objectives):
     assert objectives.names == ["helpfulness", "verbosity", "harmlessness"]
-    assert torch.equal(objectives.num_classes, torch.tensor([3, 4, 2]))
+    assert torch.equal(objectives.num_levels, torch.tensor([3, 4, 2]))
     assert objectives.max_classes == 4
     assert objectives.index("verbosity") == 1
     assert objectives["verbosity"].levels[0] == "one sentence"

@@ -70,7 +70,7 @@ class ObjectiveSet:
         return [o.name for o in self.objectives]
 
     @property
-    def num_classes(self) -> torch.Tensor:
+    def num_levels(self) -> torch.Tensor:
         """(k,) long: each head's number of levels."""
         return torch.tensor([o.num_levels for o in self.objectives], dtype=torch.long)
 

@@ -54,7 +54,7 @@ def test_reward_for_known_probs_equals_the_mapping(objectives, method, options):
     prompts, completions, column = _batch(objectives, PREFS)
     got = reward(prompts=prompts, completions=completions, preference=column)
     targets, mask = to_tensors(PREFS, objectives)
-    expected = map_rewards(probs, targets, mask, objectives.num_classes, method=method, **options)
+    expected = map_rewards(probs, targets, mask, objectives.num_levels, method=method, **options)
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
 
 
@@ -107,7 +107,7 @@ def test_objective_stats_ignore_padded_classes(objectives):
     probs[0, 2, :2] = torch.tensor([0.3, 0.7])
     targets = torch.tensor([[0, 0, 1]])
     mask = torch.tensor([[0.0, 0.0, 1.0]])
-    hit, distance, count = objective_stats(probs, targets, mask, objectives.num_classes)
+    hit, distance, count = objective_stats(probs, targets, mask, objectives.num_levels)
     assert hit[2] == 1.0 and distance[2] == pytest.approx(0.3) and count.tolist() == [0, 0, 1]
     assert math.isnan(hit[0].item())
 
@@ -148,6 +148,6 @@ def test_reward_with_a_real_tiny_reward_model_equals_mapping_of_its_probs(object
     got = reward(prompts, completions, preference=column)
     probs = tiny_scorer.score([f"question {i} ?" for i in range(4)], [f"answer {i} ." for i in range(4)])
     targets, mask = to_tensors(prefs, objectives)
-    expected = map_rewards(probs, targets, mask, objectives.num_classes)
+    expected = map_rewards(probs, targets, mask, objectives.num_levels)
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
     assert got[2] == 0.0  # nothing named -> reward 0

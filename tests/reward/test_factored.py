@@ -125,7 +125,7 @@ def test_factor_labels_train_their_heads_only_through_the_product(factored_rm, o
         labels = torch.full((1, len(heads)), -100)
         labels[0, heads.index(labelled)] = 1 if labelled == "unsafe_request" else 0
         logits = factored_rm.training_logits(factored_rm(input_ids=ids, attention_mask=mask))
-        per_head_losses(logits, labels, heads.num_classes)[0].sum().backward()
+        per_head_losses(logits, labels, heads.num_levels)[0].sum().backward()
         grad = factored_rm.heads[h].weight.grad  # row 0: request factor, row 1: answer factor
         assert (grad[0].abs().sum() > 0) == moves_request
         assert (grad[1].abs().sum() > 0) == moves_answer

@@ -104,15 +104,15 @@ def test_length_buckets_keep_every_row_once_per_epoch_and_batch_similar_lengths(
 
 
 def test_pairwise_loss_matches_bradley_terry_by_hand():
-    num_classes = torch.tensor([3, 2])
+    num_levels = torch.tensor([3, 2])
     chosen = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 2.0, float("-inf")]]])
     rejected = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, float("-inf")]]])
     heads = torch.tensor([1])
-    assert upper_log_odds(chosen, heads, num_classes).item() == pytest.approx(2.0)
-    loss, accuracy = pairwise_loss(chosen, rejected, heads, num_classes)
+    assert upper_log_odds(chosen, heads, num_levels).item() == pytest.approx(2.0)
+    loss, accuracy = pairwise_loss(chosen, rejected, heads, num_levels)
     assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(3.0)).item())
     assert accuracy == 1.0
     # three levels: upper half = level 2 (>= ceil(3/2)), lower = levels 0, 1
     three = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 0.0, float("-inf")]]])
     expected = 1.0 - torch.log(torch.tensor(2.0)).item()
-    assert upper_log_odds(three, torch.tensor([0]), num_classes).item() == pytest.approx(expected, abs=1e-6)
+    assert upper_log_odds(three, torch.tensor([0]), num_levels).item() == pytest.approx(expected, abs=1e-6)

@@ -139,18 +139,18 @@ def test_zscore_can_drop_when_mass_moves_from_one_low_class():
 @st.composite
 def batches(draw):
     b, k = draw(st.integers(1, 4)), draw(st.integers(1, 3))
-    num_classes = torch.tensor(draw(st.lists(st.integers(2, 5), min_size=k, max_size=k)))
-    c = int(num_classes.max())
+    num_levels = torch.tensor(draw(st.lists(st.integers(2, 5), min_size=k, max_size=k)))
+    c = int(num_levels.max())
     raw = torch.tensor(draw(st.lists(st.floats(0.01, 5.0), min_size=b * k * c, max_size=b * k * c)),
                        dtype=torch.float64).view(b, k, c)
-    valid = torch.arange(c)[None, :] < num_classes[:, None]
+    valid = torch.arange(c)[None, :] < num_levels[:, None]
     probs = raw * valid
     probs = probs / probs.sum(-1, keepdim=True)
     targets = torch.stack([torch.tensor(draw(st.lists(st.integers(0, int(n) - 1), min_size=b, max_size=b)))
-                           for n in num_classes], dim=1)
+                           for n in num_levels], dim=1)
     mask = torch.tensor(draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=b * k, max_size=b * k)),
                         dtype=torch.float64).view(b, k)
-    return probs, targets, mask, num_classes
+    return probs, targets, mask, num_levels
 
 
 @settings(max_examples=150, deadline=None)

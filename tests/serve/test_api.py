@@ -113,7 +113,7 @@ def test_score_gives_levels_probabilities_and_the_mapped_reward_only_with_a_pref
     assert body["objectives"] == engine.objectives.names and body["method"] == "zscore"
     probs = engine.scorer.score(["how can i help the cat ?"], ["safe good answer"])
     targets, mask = to_tensors([Preference.of(verbosity=0)], engine.objectives)
-    expected = map_rewards(probs, targets, mask, engine.objectives.num_classes)[0]
+    expected = map_rewards(probs, targets, mask, engine.objectives.num_levels)[0]
     assert first["reward"] == pytest.approx(float(expected), abs=1e-5)
     assert first["probs"]["verbosity"] == pytest.approx(probs[0, 1, :4].tolist(), abs=1e-4)
     assert second["reward"] is None and second["target_prob"] is None

@@ -17,18 +17,18 @@ import torch
 from moslim.reward.mapping import valid_class_mask
 
 
-def head_scores(probs: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
-    """probs (b, k, c), num_classes (k,) -> scores (b, k) in [0, 1]: expected level / top level."""
+def head_scores(probs: torch.Tensor, num_levels: torch.Tensor) -> torch.Tensor:
+    """probs (b, k, c), num_levels (k,) -> scores (b, k) in [0, 1]: expected level / top level."""
     b, k, c = probs.shape
-    num_classes = torch.as_tensor(num_classes, device=probs.device)
-    valid = valid_class_mask(num_classes, c).to(probs.dtype)  # (k, c)
+    num_levels = torch.as_tensor(num_levels, device=probs.device)
+    valid = valid_class_mask(num_levels, c).to(probs.dtype)  # (k, c)
     masked = probs * valid
     levels = torch.arange(c, dtype=probs.dtype, device=probs.device)
     expected = (masked * levels).sum(-1) / masked.sum(-1).clamp(min=1e-8)  # (b, k)
-    return expected / (num_classes.to(probs.dtype) - 1).clamp(min=1)
+    return expected / (num_levels.to(probs.dtype) - 1).clamp(min=1)
 
 
-def linear_scalarisation(probs, targets, mask, num_classes, *, weights: Sequence[float]) -> torch.Tensor:
+def linear_scalarisation(probs, targets, mask, num_levels, *, weights: Sequence[float]) -> torch.Tensor:
     """MORLHF's reward as a mapping method (``reward.method: moslim.baselines.rewards:linear_scalarisation``).
 
     ``r = sum_i w_i s_i`` with ``weights`` (k,) one per head (0 for heads left out). The preference's targets
@@ -38,7 +38,7 @@ def linear_scalarisation(probs, targets, mask, num_classes, *, weights: Sequence
     if w.shape != (probs.shape[1],):
         raise ValueError(f"reward.options.weights: expected {probs.shape[1]} weights (one per reward-model head), "
                          f"got {list(weights)}")
-    return head_scores(probs, num_classes) @ w
+    return head_scores(probs, num_levels) @ w
 
 
 def head_weights(weights: Sequence[float], names: Sequence[str], all_names: Sequence[str]) -> list[float]:

@@ -40,7 +40,7 @@ def score_rows(scorer, questions: list[str], responses: list[str], names: list[s
     objectives = scorer.objectives
     with torch.no_grad():
         probs = scorer.score(questions, responses).float()  # (n, k, c)
-    scores = head_scores(probs, objectives.num_classes)[:, [objectives.index(n) for n in names]]  # (n, m)
+    scores = head_scores(probs, objectives.num_levels)[:, [objectives.index(n) for n in names]]  # (n, m)
     return [{n: round(float(v), 4) for n, v in zip(names, row)} for row in scores.tolist()]
 
 

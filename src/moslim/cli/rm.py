@@ -106,7 +106,7 @@ def run_score(args: argparse.Namespace) -> int:
     check_reference(args.model, "--model")
     scorer = RewardScorer.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
                                           max_length=args.max_length)
-    names, sizes = scorer.objectives.names, scorer.objectives.num_classes.tolist()
+    names, sizes = scorer.objectives.names, scorer.objectives.num_levels.tolist()
     chunk = max(args.batch_size * 8, 1)
     rows = []
     for start in tqdm(range(0, len(records), chunk), desc="rm score", unit="chunk"):

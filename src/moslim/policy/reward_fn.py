@@ -40,14 +40,14 @@ def completion_text(completion: str | list[dict]) -> str:
 
 
 def objective_stats(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                    num_classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    num_levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per objective over the rows that name it: hit rate, mean |E[level] - target|, row count.
 
-    probs (b, k, c), targets (b, k), mask (b, k), num_classes (k,) -> three (k,) tensors; an
+    probs (b, k, c), targets (b, k), mask (b, k), num_levels (k,) -> three (k,) tensors; an
     objective no row names gets NaN for the first two.
     """
     b, k, c = probs.shape
-    valid = valid_class_mask(num_classes, c).to(probs.dtype)  # (k, c)
+    valid = valid_class_mask(num_levels, c).to(probs.dtype)  # (k, c)
     masked = probs * valid  # padded classes never win the argmax nor move the expectation
     hits = (masked.argmax(-1) == targets).to(probs.dtype)  # (b, k)
     levels = torch.arange(c, dtype=probs.dtype)
@@ -117,13 +117,13 @@ class MoslimReward:
         answers = [completion_text(c) for c in completions]
         with torch.no_grad():
             probs = self.scorer.score(questions, answers).detach().float().cpu()  # (b, k, c)
-        num_classes = self.objectives.num_classes
-        rewards = map_rewards(probs, targets, mask, num_classes, method=self.method, **self.mapping_options)
-        self._log(probs, targets, mask, num_classes, log_metric)
+        num_levels = self.objectives.num_levels
+        rewards = map_rewards(probs, targets, mask, num_levels, method=self.method, **self.mapping_options)
+        self._log(probs, targets, mask, num_levels, log_metric)
         return rewards.tolist()
 
-    def _log(self, probs, targets, mask, num_classes, log_metric) -> None:
-        hit_rate, distance, count = objective_stats(probs, targets, mask, num_classes)
+    def _log(self, probs, targets, mask, num_levels, log_metric) -> None:
+        hit_rate, distance, count = objective_stats(probs, targets, mask, num_levels)
         metrics = {}
         for i, name in enumerate(self.objectives.names):
             if count[i] > 0:  # only objectives some row named; TRL averages what each batch logged

@@ -148,7 +148,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     objectives = scorer.objectives
     if config.data.objectives is not None:
         wanted = ObjectiveSet.from_yaml(resolve_path(config.data.objectives))
-        if wanted.names != objectives.names or not torch.equal(wanted.num_classes, objectives.num_classes):
+        if wanted.names != objectives.names or not torch.equal(wanted.num_levels, objectives.num_levels):
             raise ValueError(f"data.objectives ({config.data.objectives}: {wanted}) does not match the reward "
                              f"model's objectives {objectives}")
         objectives = wanted

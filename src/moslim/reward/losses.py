@@ -22,17 +22,17 @@ from moslim.reward.mapping import valid_class_mask
 IGNORE = -100
 
 
-def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_classes: torch.Tensor, *,
+def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_levels: torch.Tensor, *,
                     label_smoothing: float = 0.0, ordinal_weight: float = 0.0,
                     class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (b, k, c), labels (b, k) -> (loss per head (k,), labelled rows per head (k,))."""
     b, k, c = logits.shape
-    valid = valid_class_mask(num_classes.to(logits.device), c)  # (k, c)
+    valid = valid_class_mask(num_levels.to(logits.device), c)  # (k, c)
     labelled = labels != IGNORE  # (b, k)
     target = labels.clamp(min=0)
     logp = torch.log_softmax(logits.float(), dim=-1).masked_fill(~valid, 0.0)  # (b, k, c); 0 on padding
     onehot = torch.nn.functional.one_hot(target, c).float()  # (b, k, c)
-    smooth = valid.float() / num_classes.to(logits.device)[:, None].float()  # (k, c) uniform on the head
+    smooth = valid.float() / num_levels.to(logits.device)[:, None].float()  # (k, c) uniform on the head
     q = (1 - label_smoothing) * onehot + label_smoothing * smooth
     row_loss = -(q * logp).sum(-1)  # (b, k)
     if ordinal_weight:
@@ -47,29 +47,29 @@ def per_head_losses(logits: torch.Tensor, labels: torch.Tensor, num_classes: tor
     return torch.where(total > 0, losses, torch.zeros_like(losses)), labelled.sum(0)
 
 
-def reward_loss(logits: torch.Tensor, labels: torch.Tensor, num_classes: torch.Tensor, **options) -> torch.Tensor:
+def reward_loss(logits: torch.Tensor, labels: torch.Tensor, num_levels: torch.Tensor, **options) -> torch.Tensor:
     """The scalar training loss: the sum over heads of each head's mean loss over its labelled rows."""
-    losses, _ = per_head_losses(logits, labels, num_classes, **options)
+    losses, _ = per_head_losses(logits, labels, num_levels, **options)
     return losses.sum()
 
 
-def balanced_class_weights(labels: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
+def balanced_class_weights(labels: torch.Tensor, num_levels: torch.Tensor) -> torch.Tensor:
     """labels (n, k) -> weights (k, c): n_i / (C_i * count_ij), so each level weighs the same in total.
 
     Levels absent from the data get weight 0 (they contribute no rows anyway).
     """
-    k, c = len(num_classes), int(num_classes.max())
+    k, c = len(num_levels), int(num_levels.max())
     weights = torch.zeros(k, c)
     for i in range(k):
         column = labels[:, i]
         column = column[column != IGNORE]
         counts = torch.bincount(column, minlength=c).float()
         present = counts > 0
-        weights[i, present] = len(column) / (int(num_classes[i]) * counts[present])
+        weights[i, present] = len(column) / (int(num_levels[i]) * counts[present])
     return weights
 
 
-def upper_log_odds(logits: torch.Tensor, heads: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
+def upper_log_odds(logits: torch.Tensor, heads: torch.Tensor, num_levels: torch.Tensor) -> torch.Tensor:
     """logits (b, k, c), heads (b,) -> (b,): log P(level >= C/2) - log P(level < C/2) on each row's head.
 
     For a two-level head this is logit 1 - logit 0, the Bradley-Terry score of a binary classifier.
@@ -77,7 +77,7 @@ def upper_log_odds(logits: torch.Tensor, heads: torch.Tensor, num_classes: torch
     rows = logits[torch.arange(logits.shape[0], device=logits.device), heads].float()  # (b, c)
     c = rows.shape[-1]
     levels = torch.arange(c, device=logits.device)[None, :]
-    n = num_classes.to(logits.device)[heads][:, None]  # (b, 1)
+    n = num_levels.to(logits.device)[heads][:, None]  # (b, 1)
     upper = (levels >= (n + 1) // 2) & (levels < n)
     lower = levels < (n + 1) // 2
     neg = torch.finfo(rows.dtype).min
@@ -85,10 +85,10 @@ def upper_log_odds(logits: torch.Tensor, heads: torch.Tensor, num_classes: torch
 
 
 def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, heads: torch.Tensor,
-                  num_classes: torch.Tensor) -> tuple[torch.Tensor, float]:
+                  num_levels: torch.Tensor) -> tuple[torch.Tensor, float]:
     """chosen, rejected logits (b, k, c), heads (b,) -> (mean -log sigmoid(s_chosen - s_rejected), accuracy).
 
     ``s`` is :func:`upper_log_odds` on the head of the objective each pair is about.
     """
-    margin = upper_log_odds(chosen, heads, num_classes) - upper_log_odds(rejected, heads, num_classes)
+    margin = upper_log_odds(chosen, heads, num_levels) - upper_log_odds(rejected, heads, num_levels)
     return -torch.nn.functional.logsigmoid(margin).mean(), float((margin > 0).float().mean())

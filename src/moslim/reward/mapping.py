@@ -57,9 +57,9 @@ class RunningStats:
             setattr(self, key, torch.tensor(state[key], dtype=torch.float64))
 
 
-def valid_class_mask(num_classes: torch.Tensor, c: int) -> torch.Tensor:
-    """(k, c) bool: True where class j < num_classes[i]."""
-    return torch.arange(c, device=num_classes.device)[None, :] < num_classes[:, None]
+def valid_class_mask(num_levels: torch.Tensor, c: int) -> torch.Tensor:
+    """(k, c) bool: True where class j < num_levels[i]."""
+    return torch.arange(c, device=num_levels.device)[None, :] < num_levels[:, None]
 
 
 def _gather_target(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -71,13 +71,13 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > _EPS, num / den.clamp(min=_EPS), torch.zeros_like(num))
 
 
-def zscore(probs, targets, mask, num_classes, *, stats: str = "class", normalize: str = "heads",
+def zscore(probs, targets, mask, num_levels, *, stats: str = "class", normalize: str = "heads",
            running: RunningStats | None = None) -> torch.Tensor:
     b, k, c = probs.shape
     target_p = _gather_target(probs, targets)  # (b, k)
     if stats == "class":
-        valid = valid_class_mask(num_classes, c).to(probs.dtype)  # (k, c)
-        n = num_classes.to(probs.dtype)  # (k,)
+        valid = valid_class_mask(num_levels, c).to(probs.dtype)  # (k, c)
+        n = num_levels.to(probs.dtype)  # (k,)
         mean = (probs * valid).sum(-1) / n  # (b, k)
         var = (((probs - mean.unsqueeze(-1)) ** 2) * valid).sum(-1) / n
         z = _safe_div(target_p - mean, var.sqrt())
@@ -106,17 +106,17 @@ def _denominator(mask: torch.Tensor, k: int, normalize: str) -> torch.Tensor:
     raise ValueError(f"unknown normalize {normalize!r}; valid: 'heads', 'named'")
 
 
-def expected_level(probs, targets, mask, num_classes) -> torch.Tensor:
+def expected_level(probs, targets, mask, num_levels) -> torch.Tensor:
     b, k, c = probs.shape
-    valid = valid_class_mask(num_classes, c).to(probs.dtype)
+    valid = valid_class_mask(num_levels, c).to(probs.dtype)
     levels = torch.arange(c, dtype=probs.dtype, device=probs.device)
     expected = (probs * valid * levels).sum(-1) / (probs * valid).sum(-1).clamp(min=_EPS)  # (b, k)
-    span = (num_classes.to(probs.dtype) - 1).clamp(min=1)  # (k,)
+    span = (num_levels.to(probs.dtype) - 1).clamp(min=1)  # (k,)
     distance = (expected - targets.to(probs.dtype)).abs() / span
     return -(distance * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
-def target_logprob(probs, targets, mask, num_classes) -> torch.Tensor:
+def target_logprob(probs, targets, mask, num_levels) -> torch.Tensor:
     logp = _gather_target(probs, targets).clamp(min=1e-12).log()
     return (logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
@@ -171,12 +171,12 @@ def _keyword_names(fn) -> str:
     return ", ".join(names) if names else "no options"
 
 
-def map_rewards(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, num_classes: torch.Tensor,
+def map_rewards(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, num_levels: torch.Tensor,
                 method: str | MappingFn = "zscore", **options) -> torch.Tensor:
-    """Map probs (b, k, c), targets (b, k), mask (b, k), num_classes (k,) to rewards (b,).
+    """Map probs (b, k, c), targets (b, k), mask (b, k), num_levels (k,) to rewards (b,).
 
-    ``method`` is a name from ``METHODS`` or a callable ``f(probs, targets, mask, num_classes, **options)``.
-    Padded classes (j >= num_classes[i]) are ignored. A row with nothing named gets reward 0.
+    ``method`` is a name from ``METHODS`` or a callable ``f(probs, targets, mask, num_levels, **options)``.
+    Padded classes (j >= num_levels[i]) are ignored. A row with nothing named gets reward 0.
     """
     if probs.dim() != 3:
         raise ValueError(f"probs must be (batch, heads, classes), got shape {tuple(probs.shape)}")
@@ -186,15 +186,15 @@ def map_rewards(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
             f"targets and mask must be ({b}, {k}) to match probs {tuple(probs.shape)}, "
             f"got {tuple(targets.shape)} and {tuple(mask.shape)}"
         )
-    num_classes = torch.as_tensor(num_classes, device=probs.device)
-    if num_classes.shape != (k,) or int(num_classes.max()) > c or int(num_classes.min()) < 1:
-        raise ValueError(f"num_classes must be ({k},) with values in 1-{c}, got {num_classes.tolist()}")
+    num_levels = torch.as_tensor(num_levels, device=probs.device)
+    if num_levels.shape != (k,) or int(num_levels.max()) > c or int(num_levels.min()) < 1:
+        raise ValueError(f"num_levels must be ({k},) with values in 1-{c}, got {num_levels.tolist()}")
     targets = targets.long().to(probs.device)
     mask = mask.to(probs.dtype).to(probs.device)
     # A masked head's target may be any placeholder; clamp so gather stays in range.
     targets = torch.where(mask > 0, targets, torch.zeros_like(targets))
-    if bool(((targets >= num_classes) & (mask > 0)).any()):
-        raise ValueError(f"a target level is out of range for its head (num_classes={num_classes.tolist()})")
+    if bool(((targets >= num_levels) & (mask > 0)).any()):
+        raise ValueError(f"a target level is out of range for its head (num_levels={num_levels.tolist()})")
     if isinstance(method, str):
         try:
             fn = METHODS[method]
@@ -202,4 +202,4 @@ def map_rewards(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
             raise ValueError(f"unknown mapping method {method!r}; valid: {', '.join(METHODS)}") from None
     else:
         fn = method
-    return fn(probs, targets, mask, num_classes, **options)
+    return fn(probs, targets, mask, num_levels, **options)

@@ -163,7 +163,7 @@ class MultiHeadRewardModel(PreTrainedModel):
         return self.config.objective_set
 
     @property
-    def num_classes(self) -> torch.Tensor:
+    def num_levels(self) -> torch.Tensor:
         """(k,) long: each head's number of levels."""
         return torch.tensor([head.out_features for head in self.heads], dtype=torch.long)
 

@@ -84,7 +84,7 @@ def predict_probs(model: MultiHeadRewardModel, encoded: list[Encoded], pad_id: i
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
     k = len(model.training_objectives) if with_factors else len(model.heads)
-    c = int(model.num_classes.max())
+    c = int(model.num_levels.max())
     probs = torch.zeros((len(encoded), k, c), dtype=torch.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]

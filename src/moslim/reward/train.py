@@ -205,7 +205,7 @@ def train_reward_model(config: RewardTrainConfig, callbacks: Sequence[TrainerCal
     eval_labels = label_tensor(eval_examples, heads, strict=False)
     options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
     if t.class_weights == "balanced":
-        options["class_weights"] = balanced_class_weights(train_labels, heads.num_classes)
+        options["class_weights"] = balanced_class_weights(train_labels, heads.num_levels)
     train_pairs = load_pairs(cfg.train_pairs, objectives, cfg.max_train_pairs, t.seed) if t.pair_weight else []
     pair_encoded = [(encoder.encode(p.prompt, p.chosen), encoder.encode(p.prompt, p.rejected)) for p in train_pairs]
 

@@ -170,7 +170,7 @@ class RewardTrainer(Trainer):
     def __init__(self, *args, batches: TrainBatches, heads: ObjectiveSet, loss_options: dict, pair_weight: float,
                  head_learning_rate: float | None, frozen_layers: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batches, self.num_classes = batches, heads.num_classes
+        self.batches, self.num_levels = batches, heads.num_levels
         self.loss_options, self.pair_weight = loss_options, pair_weight
         self.head_learning_rate, self.frozen_layers = head_learning_rate, frozen_layers
         self.meter = HeadMeter(heads.names)
@@ -206,11 +206,11 @@ class RewardTrainer(Trainer):
         output = self._forward(model, inputs)
         logits = self.accelerator.unwrap_model(model).training_logits(output)  # (b + 2p, k', c)
         b, p = labels.shape[0], pair_heads.shape[0]
-        losses, _ = per_head_losses(logits[:b], labels, self.num_classes, **self.loss_options)
+        losses, _ = per_head_losses(logits[:b], labels, self.num_levels, **self.loss_options)
         loss = losses.sum()
         pair = None
         if p:
-            pair = pairwise_loss(logits[b:b + p], logits[b + p:], pair_heads, self.num_classes)
+            pair = pairwise_loss(logits[b:b + p], logits[b + p:], pair_heads, self.num_levels)
             loss = loss + self.pair_weight * pair[0]
         if model.training:
             self.meter.add(logits[:b].detach(), labels, (float(pair[0]), pair[1]) if pair else None)

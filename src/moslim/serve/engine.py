@@ -101,7 +101,7 @@ class Engine:
         if mapping not in MAPPINGS:
             raise ValueError(f"mapping {mapping!r}: expected one of {', '.join(MAPPINGS)}")
         if scorer is not None and (scorer.objectives.names != objectives.names or
-                                   scorer.objectives.num_classes.tolist() != objectives.num_classes.tolist()):
+                                   scorer.objectives.num_levels.tolist() != objectives.num_levels.tolist()):
             raise ValueError(f"the reward model scores {scorer.objectives!r} but the policy is set up for "
                              f"{objectives!r}; use a policy trained against this reward model")
         if policy is not None and tokenizer is None:
@@ -182,7 +182,7 @@ class Engine:
             raise ValueError("this server has no reward model (start it with --reward-model)")
         probs = self.scorer.score(list(prompts), list(responses)).float()  # (b, k, c)
         targets, mask = to_tensors(list(preferences), self.objectives)  # (b, k), (b, k)
-        rewards = map_rewards(probs, targets, mask, self.objectives.num_classes, method=self.mapping,
+        rewards = map_rewards(probs, targets, mask, self.objectives.num_levels, method=self.mapping,
                               **self.mapping_options)  # (b,)
         return [describe_scores(p, t, m, r, self.objectives) for p, t, m, r in zip(probs, targets, mask, rewards)]
 
@@ -208,7 +208,7 @@ def describe_scores(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tens
 
     probs (k, c), targets (k,), mask (k,), reward () for one answer.
     """
-    valid = valid_class_mask(objectives.num_classes, probs.shape[-1])  # (k, c)
+    valid = valid_class_mask(objectives.num_levels, probs.shape[-1])  # (k, c)
     masked = torch.where(valid, probs, torch.zeros_like(probs))
     levels = masked.argmax(-1)  # (k,)
     expected = (masked * torch.arange(probs.shape[-1])).sum(-1) / masked.sum(-1).clamp(min=1e-8)  # (k,)
