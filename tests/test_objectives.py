@@ -9,7 +9,7 @@ def test_objective_set_reads_names_and_class_counts(objectives):
     assert torch.equal(objectives.num_levels, torch.tensor([3, 4, 2]))
     assert objectives.max_classes == 4
     assert objectives.index("verbosity") == 1
-    assert objectives["verbosity"].levels[0] == "one sentence"
+    assert objectives["verbosity"].level_descriptions[0] == "one sentence"
 
 
 def test_yaml_round_trip(objectives, tmp_path):

@@ -1,7 +1,9 @@
 """Objectives and the set of objectives a reward model and a policy share.
 
 An *objective* is a name such as ``"verbosity"`` with a fixed number of *levels* (integer classes
-0..C-1), each with a one-line description that the policy's prompt quotes.
+0..C-1), each with a one-line description that the policy's prompt quotes. A level is always the integer; its
+text is a *level description* (``Objective.level_descriptions``, the list under ``levels:`` in the YAML, which
+keeps that key because every saved reward model and policy stores its objectives in this form).
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclass(frozen=True)
 class Objective:
-    """One objective: ``name``, one description per level, and an optional summary line."""
+    """One objective: ``name``, one description per level (index = level), and an optional summary line."""
 
     name: str
-    levels: tuple[str, ...]
+    level_descriptions: tuple[str, ...]
     description: str = ""
 
     @property
     def num_levels(self) -> int:
-        return len(self.levels)
+        return len(self.level_descriptions)
 
     def check_level(self, level: Any, where: str = "") -> int:
         """Return ``level`` as int, or raise ValueError naming the valid range."""
@@ -109,7 +111,7 @@ class ObjectiveSet:
     def to_dict(self) -> dict[str, Any]:
         return {
             "objectives": [
-                {"name": o.name, "description": o.description, "levels": list(o.levels)}
+                {"name": o.name, "description": o.description, "levels": list(o.level_descriptions)}
                 for o in self.objectives
             ]
         }
@@ -184,4 +186,4 @@ def _objective_from_dict(item: Any, i: int, source: str) -> Objective:
     description = item.get("description", "")
     if not isinstance(description, str):
         raise ValueError(f"{source}: objective {name!r}: field 'description' must be a string")
-    return Objective(name=name, levels=tuple(t.strip() for t in levels), description=description)
+    return Objective(name=name, level_descriptions=tuple(t.strip() for t in levels), description=description)

@@ -241,7 +241,7 @@ class PromptTemplate:
             if obj.name in preference:
                 level = preference.as_dict()[obj.name]
                 lines.append(self.line.format(name=obj.name, level=level, max_level=obj.num_levels - 1,
-                                              description=obj.levels[level]))
+                                              description=obj.level_descriptions[level]))
         return "\n".join(lines)
 
     def parse(self, system_message: str, objectives: ObjectiveSet | None = None) -> Preference:

@@ -99,7 +99,7 @@ def test_models_and_objectives_describe_what_is_served(client, engine):
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny"]
     objectives = client.get("/v1/objectives").json()
     assert [o["name"] for o in objectives["objectives"]] == engine.objectives.names
-    assert objectives["objectives"][1]["levels"] == list(engine.objectives["verbosity"].levels)
+    assert objectives["objectives"][1]["levels"] == list(engine.objectives["verbosity"].level_descriptions)
 
 
 def test_score_gives_levels_probabilities_and_the_mapped_reward_only_with_a_preference(client, engine):

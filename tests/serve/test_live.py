@@ -104,13 +104,13 @@ def test_page_slider_question_streamed_answers_and_levels(server, browser, engin
     setting_a, setting_b = page.locator("[data-setting='a']"), page.locator("[data-setting='b']")
     assert setting_a.locator(".objective").count() == len(engine.objectives)
 
-    verbosity = engine.objectives["verbosity"]
+    described = engine.objectives["verbosity"].level_descriptions
     setting_a.locator("[data-objective='verbosity'] input[type=range]").press("ArrowRight")  # 0 -> 1
     setting_b.locator("[data-objective='verbosity'] input[type=range]").press("ArrowLeft")  # 3 -> 2
     row_a = setting_a.locator("[data-objective='verbosity']")
     assert row_a.locator(".named").is_checked()  # moving a slider names its objective
-    assert row_a.locator(".description").inner_text() == verbosity.levels[1]
-    assert setting_b.locator("[data-objective='verbosity'] .description").inner_text() == verbosity.levels[2]
+    assert row_a.locator(".description").inner_text() == described[1]
+    assert setting_b.locator("[data-objective='verbosity'] .description").inner_text() == described[2]
     assert row_a.locator(".level").inner_text() == "level 1 of 0-3"
 
     page.fill("#question", "what is the capital of france ?")
