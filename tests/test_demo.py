@@ -35,7 +35,7 @@ def tiny_demo_config(tmp_path, tiny_causal_lm_dir, tiny_encoder_dir):
                 "seed": 0, "disable_tqdm": True}})
     evaluation = write_yaml(tmp_path / "eval.yaml", {
         "prompts": "moslim:assets/demo/prompts_eval.jsonl", "num_prompts": 2,
-        "grid": {"pairs": [["verbosity", "harmlessness"]], "pair_levels": {"verbosity": [0, 3]}},
+        "grid": {"objective_pairs": [["verbosity", "harmlessness"]], "pair_levels": {"verbosity": [0, 3]}},
         "generation": {"max_new_tokens": 8, "batch_size": 16},
         "bootstrap": {"num_resamples": 20}})
     return write_yaml(tmp_path / "demo.yaml", {

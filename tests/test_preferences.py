@@ -88,7 +88,7 @@ def test_sampler_objective_weights_are_checked():
 def test_grids_cover_every_level_and_pair():
     single = single_objective_grid(OBJ)
     assert len(single) == 3 + 4 + 2
-    pairs = pair_grid(OBJ, pairs=[("helpfulness", "verbosity")], levels={"verbosity": [0, 3]})
+    pairs = pair_grid(OBJ, objective_pairs=[("helpfulness", "verbosity")], levels={"verbosity": [0, 3]})
     assert [p.as_dict() for p in pairs] == [
         {"helpfulness": h, "verbosity": v} for h in range(3) for v in (0, 3)
     ]

@@ -183,14 +183,15 @@ def single_objective_grid(objectives: ObjectiveSet, names: Iterable[str] | None 
 
 def pair_grid(
     objectives: ObjectiveSet,
-    pairs: Iterable[tuple[str, str]] | None = None,
+    objective_pairs: Iterable[tuple[str, str]] | None = None,
     levels: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Preference]:
-    """Every pair of objectives (or the given pairs) on a grid of levels (default: all levels)."""
-    pairs = list(pairs) if pairs is not None else list(itertools.combinations(objectives.names, 2))
+    """Every pair of objectives (or the given ones) on a grid of levels (default: all levels)."""
+    objective_pairs = list(objective_pairs) if objective_pairs is not None else \
+        list(itertools.combinations(objectives.names, 2))
     levels = dict(levels or {})
     grid = []
-    for a, b in pairs:
+    for a, b in objective_pairs:
         la = levels.get(a, range(objectives[a].num_levels))
         lb = levels.get(b, range(objectives[b].num_levels))
         grid += [Preference.of({a: x, b: y}) for x in la for y in lb]

@@ -13,7 +13,7 @@ def tiny_eval_config(tmp_path, policy, reward_model, prompts, judge=None, **extr
     overrides = [f"policy={policy}", f"base_policy={policy}", f"reward_model={reward_model}",
                  f"prompts={prompts}", f"out={tmp_path / 'eval'}", "num_prompts=3",
                  "generation.max_new_tokens=12", "generation.samples=2", "generation.batch_size=8",
-                 "bootstrap.num_resamples=50", "grid.pairs=[[helpfulness, verbosity]]",
+                 "bootstrap.num_resamples=50", "grid.objective_pairs=[[helpfulness, verbosity]]",
                  "grid.pair_levels={helpfulness: [0, 2], verbosity: [0, 3]}"]
     if judge:
         overrides.append(f"judge={judge}")
@@ -21,13 +21,18 @@ def tiny_eval_config(tmp_path, policy, reward_model, prompts, judge=None, **extr
 
 
 def test_grid_has_each_objective_alone_at_each_level_then_the_pair_grid(objectives):
-    prefs, pairs = build_grid(objectives, GridConfig(pairs=[["helpfulness", "verbosity"]],
-                                                     pair_levels={"verbosity": [0, 3]}))
+    prefs, objective_pairs = build_grid(objectives, GridConfig(objective_pairs=[["helpfulness", "verbosity"]],
+                                                               pair_levels={"verbosity": [0, 3]}))
     singles = [p for p in prefs if len(p) == 1]
     assert len(singles) == 3 + 4 + 2
     assert [p for p in prefs if len(p) == 2] == [Preference.of(helpfulness=h, verbosity=v)
                                                  for h in range(3) for v in (0, 3)]
-    assert pairs == [("helpfulness", "verbosity")]
+    assert objective_pairs == [("helpfulness", "verbosity")]
+
+
+def test_old_grid_pairs_key_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match=r"override 'grid.pairs=\[\]': 'pairs' was renamed to 'objective_pairs'"):
+        load_config(EvalConfig, None, ["grid.pairs=[]"])
 
 
 def test_grid_rejects_a_level_out_of_range(objectives):

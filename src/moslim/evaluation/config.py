@@ -4,17 +4,20 @@ generation settings and the bootstrap."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from moslim.config import bounded
 
 
 @dataclass
 class GridConfig:
+    RENAMED: ClassVar[dict[str, tuple[str, str]]] = {
+        "pairs": ("objective_pairs", "'pairs' alone means the reward model's preference pairs; renamed 2026-12-04")}
+
     # Objectives asked for alone at each of their levels (empty = every objective).
     singles: list[str] = field(default_factory=list)
     # Pairs of objectives for Pareto fronts (empty = every pair).
-    pairs: list[list[str]] = field(default_factory=list)
+    objective_pairs: list[list[str]] = field(default_factory=list)
     # Levels per objective on the pair grids; an objective not listed uses all its levels. Keep small
     # on CPU: a pair grid has len(levels_a) x len(levels_b) preferences.
     pair_levels: dict[str, list[int]] = field(default_factory=dict)

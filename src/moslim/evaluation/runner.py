@@ -40,17 +40,17 @@ REWARD_MODEL = "reward_model"  # the judge name under which the reward model's o
 
 
 def build_grid(objectives: ObjectiveSet, grid: GridConfig) -> tuple[list[Preference], list[tuple[str, str]]]:
-    """The single-objective grid plus the pair grids, and the pairs used."""
+    """The single-objective grid plus the pair grids, and the objective pairs used."""
     singles = grid.singles or objectives.names
-    pairs = [tuple(p) for p in grid.pairs] or list(itertools.combinations(objectives.names, 2))
-    for pair in pairs:
+    objective_pairs = [tuple(p) for p in grid.objective_pairs] or list(itertools.combinations(objectives.names, 2))
+    for pair in objective_pairs:
         if len(pair) != 2 or pair[0] == pair[1]:
-            raise ValueError(f"grid.pairs: each pair must name two different objectives, got {list(pair)}")
+            raise ValueError(f"grid.objective_pairs: each pair must name two different objectives, got {list(pair)}")
     levels = {}
     for name, values in grid.pair_levels.items():
         levels[name] = [objectives[name].check_level(v, f"grid.pair_levels.{name}") for v in values]
-    prefs = single_objective_grid(objectives, singles) + pair_grid(objectives, pairs, levels)
-    return list(dict.fromkeys(prefs)), pairs  # keep order, drop repeats
+    prefs = single_objective_grid(objectives, singles) + pair_grid(objectives, objective_pairs, levels)
+    return list(dict.fromkeys(prefs)), objective_pairs  # keep order, drop repeats
 
 
 def select_prompts(records: Sequence[PromptRecord], num_prompts: int, seed: int) -> list[PromptRecord]:
@@ -251,7 +251,7 @@ def refusal_rates(rows_by_policy: dict[str, list[dict[str, Any]]], judge: str = 
 
 
 def summarise(rows_by_policy: dict[str, list[dict[str, Any]]], objectives: ObjectiveSet,
-              pairs: Sequence[tuple[str, str]], judges: Sequence[Judge],
+              objective_pairs: Sequence[tuple[str, str]], judges: Sequence[Judge],
               cfg: BootstrapConfig, min_f1: float = 0.8) -> dict[str, Any]:
     """Metrics for each policy, judged by the independent judges and by the reward model."""
     independent = [j for j in judges if j.name != REWARD_MODEL]
@@ -268,7 +268,7 @@ def summarise(rows_by_policy: dict[str, list[dict[str, Any]]], objectives: Objec
             entry["controllability"][source] = controllability(
                 rows, objectives, judge_of, cfg.num_resamples, cfg.confidence, cfg.seed)
             entry["pareto"][source] = {
-                f"{a}+{b}": result for a, b in pairs
+                f"{a}+{b}": result for a, b in objective_pairs
                 if (result := pair_pareto(rows, objectives, (a, b), judge_of, cfg.num_resamples,
                                           cfg.confidence, cfg.seed)) is not None}
         out[label] = entry
@@ -368,7 +368,7 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     objectives, judges = build_judges(cfg)
-    prefs, pairs = build_grid(objectives, cfg.grid)
+    prefs, objective_pairs = build_grid(objectives, cfg.grid)
     records = select_prompts(read_prompts(resolve_path(cfg.prompts)), cfg.num_prompts, cfg.prompt_seed)
     judges = without_refusal_judge_for_untagged(judges, records)
     template = policy_template(cfg)
@@ -378,9 +378,10 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     policies = {**({"base": cfg.base_policy} if cfg.base_policy else {}), "policy": cfg.policy}
     rows = {label: evaluate_policy(label, path, cells, objectives, judges, cfg, out, template,
                                    show_progress) for label, path in policies.items()}
-    metrics = summarise(rows, objectives, pairs, judges, cfg.bootstrap, cfg.min_judge_f1)
+    metrics = summarise(rows, objectives, objective_pairs, judges, cfg.bootstrap, cfg.min_judge_f1)
     metrics["settings"] = {"config": asdict(cfg), "objectives": objectives.to_dict()["objectives"],
-                           "preferences": [p.to_string() for p in prefs], "pairs": [list(p) for p in pairs],
+                           "preferences": [p.to_string() for p in prefs],
+                           "objective_pairs": [list(p) for p in objective_pairs],
                            "prompts": [r.id for r in records]}
     metrics["judges"] = {j.name: j.describe() for j in judges}
     write_metrics(out / "metrics.json", metrics)
