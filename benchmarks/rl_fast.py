@@ -105,7 +105,7 @@ def run_trainer(path: Path, rollout: str, args: argparse.Namespace, out_dir: Pat
     from moslim.policy import fast
     from moslim.policy.train import StepTimer
 
-    steps = args.warmup + (args.stock_steps if rollout == "trl" else args.steps)
+    steps = args.warmup + (args.stock_steps if rollout == "stock" else args.steps)
     name = f"{rollout}-checkpointing" if checkpointing else rollout
     rows = args.prompts * args.generations
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]})
@@ -173,9 +173,9 @@ def main() -> None:
     checkpointing = args.gradient_checkpointing
     results = {"fast": run_trainer(path, "fast", args, out.parent, checkpointing)}
     if args.stock_steps:
-        results["trl"] = run_trainer(path, "trl", args, out.parent, checkpointing)
+        results["trl"] = run_trainer(path, "stock", args, out.parent, checkpointing)
         if args.trl_defaults and not checkpointing:
-            results["trl_defaults"] = run_trainer(path, "trl", args, out.parent, True)
+            results["trl_defaults"] = run_trainer(path, "stock", args, out.parent, True)
     results["bound"] = bound
     report = {"settings": vars(args), "threads": torch.get_num_threads(), "roofline": roof, "results": results,
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg()}

@@ -6,7 +6,7 @@ Same policy (SmolLM2-135M-Instruct), same prompts, same GRPO settings in every v
 the other in this process:
   A  bare TRL GRPOTrainer + a trivial python reward (answer length)
   B  bare TRL GRPOTrainer + the MOSLIM reward (reward model forward + mapping)
-  C  moslim's training path (build_trainer), rollout=trl
+  C  moslim's training path (build_trainer), rollout=stock
   D  moslim's training path, rollout=auto (the fast CPU rollout on CPU)
 learning_rate is 0 so the policy, and hence what it samples, stays the same across steps and
 variants (each variant starts from the same seed). The first step of each variant is a warm-up and
@@ -112,7 +112,7 @@ def main() -> None:
     rm = Path(a.rm) if a.rm else random_head_rm(work)
     runs = {"A": ("bare TRL + trivial reward", lambda o: run_bare(a, policy, rm, "trivial", o)),
             "B": ("bare TRL + MOSLIM reward", lambda o: run_bare(a, policy, rm, "moslim", o)),
-            "C": ("moslim path, rollout=trl", lambda o: run_ours(a, policy, rm, "trl", o)),
+            "C": ("moslim path, rollout=stock", lambda o: run_ours(a, policy, rm, "stock", o)),
             "D": ("moslim path, rollout=auto", lambda o: run_ours(a, policy, rm, "auto", o))}
     pooled: dict[str, list[dict]] = {}
     for i, key in enumerate(a.variants):
@@ -130,7 +130,7 @@ def main() -> None:
         ratios["B/A (MOSLIM reward vs trivial reward, step time)"] = results["B"]["step"] / results["A"]["step"]
         ratios["reward share of B's step"] = results["B"]["reward"] / results["B"]["step"]
     if {"B", "C"} <= results.keys():
-        ratios["C/B (moslim path rollout=trl vs bare TRL)"] = results["C"]["step"] / results["B"]["step"]
+        ratios["C/B (moslim path rollout=stock vs bare TRL)"] = results["C"]["step"] / results["B"]["step"]
     if {"B", "D"} <= results.keys():
         ratios["D/B (moslim path rollout=auto vs bare TRL)"] = results["D"]["step"] / results["B"]["step"]
     for name, value in ratios.items():

@@ -7,7 +7,7 @@ of SmolLM2-135M-Instruct's config.json), with a word-level tokenizer made here. 
    backbone shape, the masked multi-head loss, AdamW, bf16 autocast;
 2. GRPO steps: moslim's RL recipe (``moslim.policy.train.build_trainer``: prompts with preferences in the
    system message, the MOSLIM reward from that reward model) on TRL's GRPOTrainer with TRL's own generation
-   (``train.rollout: trl``: the CPU fast path is off), bf16.
+   (``train.rollout: stock``: the CPU fast path is off), bf16.
 
 PPO is not here: it runs on verl or OpenRLHF (configs/verl/ppo.sh, configs/openrlhf/ppo.sh; docs/scaling.md).
 
@@ -154,7 +154,7 @@ def grpo_steps(policy_dir: Path, rm_dir: Path, workdir: Path, device: torch.devi
         "policy": {"model": str(policy_dir)},
         "reward": {"model": str(rm_dir)},
         "data": {"num_named": [1, 2], "max_prompts": 256},
-        "train": {"algorithm": "grpo", "rollout": "trl", "output_dir": str(workdir / "rl")},
+        "train": {"algorithm": "grpo", "rollout": "stock", "output_dir": str(workdir / "rl")},
         "trl": {**work, "bf16": True, "use_cpu": cpu, "learning_rate": 1e-6, "logging_steps": 1,
                 "save_strategy": "no", "report_to": "none", "seed": 0, "disable_tqdm": True,
                 "gradient_checkpointing": False, "temperature": 1.0},

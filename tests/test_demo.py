@@ -29,7 +29,7 @@ def tiny_demo_config(tmp_path, tiny_causal_lm_dir, tiny_encoder_dir):
     rl = write_yaml(tmp_path / "rl.yaml", {
         "policy": {"model": str(tiny_causal_lm_dir)},
         "data": {"prompts": "moslim:assets/demo/prompts_train.jsonl", "max_prompts": 8},
-        "train": {"rollout": "trl"},
+        "train": {"rollout": "stock"},
         "trl": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
                 "max_steps": 2, "save_steps": 100, "logging_steps": 1, "use_cpu": True, "report_to": "none",
                 "seed": 0, "disable_tqdm": True}})

@@ -48,7 +48,7 @@ def rl_yaml(tmp_path_factory, tiny_causal_lm_dir, data_files) -> Path:
     path.write_text(yaml.safe_dump({
         "policy": {"model": str(tiny_causal_lm_dir)},
         "data": {"prompts": str(data_files["prompts"]), "num_named": [1, 2]},
-        "train": {"algorithm": "grpo", "rollout": "trl"},
+        "train": {"algorithm": "grpo", "rollout": "stock"},
         "trl": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 8,
                 "learning_rate": 1e-2, "save_steps": 1, "logging_steps": 1, "use_cpu": True, "report_to": "none",
                 "seed": 0, "disable_tqdm": True},

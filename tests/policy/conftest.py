@@ -89,7 +89,7 @@ def tiny_config(policy_dir: Path, rm_dir: Path, prompts: Path, output_dir: Path,
         "policy": {"model": str(policy_dir)},
         "reward": {"model": str(rm_dir)},
         "data": {"prompts": str(prompts), "num_named": [1, 3]},
-        "train": {"algorithm": algorithm, "rollout": "trl", "output_dir": str(output_dir)},
+        "train": {"algorithm": algorithm, "rollout": "stock", "output_dir": str(output_dir)},
         "trl": options,
     })
 

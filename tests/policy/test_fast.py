@@ -40,9 +40,11 @@ PROMPTS = [[10, 11, 12, 13, 14, 15], [20, 21], [10, 11, 12, 13, 14, 15], [30, 31
 # -- choosing the path ------------------------------------------------------------------------------
 def test_auto_picks_fast_path_on_cpu_only_and_settings_force_it():
     assert use_fast_path("auto", "cpu") and not use_fast_path("auto", "cuda")
-    assert use_fast_path("fast", "cuda") and not use_fast_path("trl", "cpu")
-    with pytest.raises(ValueError, match="expected one of auto, fast, trl"):
+    assert use_fast_path("fast", "cuda") and not use_fast_path("stock", "cpu")
+    with pytest.raises(ValueError, match="expected one of auto, fast, stock"):
         use_fast_path("vllm", "cpu")
+    with pytest.raises(ValueError, match="rollout='trl' was renamed to 'stock'"):
+        use_fast_path("trl", "cpu")
 
 
 # -- sampling semantics ---------------------------------------------------------------------------

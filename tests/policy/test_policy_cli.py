@@ -51,6 +51,11 @@ def test_generate_needs_a_question_or_an_input_file(capsys):
     assert "either a question or --input" in capsys.readouterr().err
 
 
+def test_generate_refuses_the_old_engine_name_with_the_new_one(capsys):
+    assert main(["generate", "--policy", "x", "--engine", "hf", "hi"]) == 2
+    assert "--engine='hf' was renamed to 'stock'" in capsys.readouterr().err
+
+
 def test_ppo_is_a_clear_cli_error(tmp_path, capsys):
     path = tmp_path / "rl.yaml"
     path.write_text("train: {algorithm: ppo}\n")

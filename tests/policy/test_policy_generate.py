@@ -35,7 +35,7 @@ def test_generation_prompt_is_the_text_trl_trains_on(objectives, policy_dir):
     assert rendered == [trained_on]
 
 
-@pytest.mark.parametrize("engine", ["fast", "hf"])
+@pytest.mark.parametrize("engine", ["fast", "stock"])
 def test_same_seed_gives_the_same_answers_and_samples_have_the_asked_shape(policy_dir, engine):
     questions = ["what is water ?", "list three good things ."]
     kwargs = dict(max_new_tokens=6, num_samples=3, batch_size=1, progress=False, engine=engine)
@@ -45,7 +45,7 @@ def test_same_seed_gives_the_same_answers_and_samples_have_the_asked_shape(polic
     assert len(a) == 2 and all(len(samples) == 3 for samples in a)
 
 
-@pytest.mark.parametrize("engine", ["fast", "hf"])
+@pytest.mark.parametrize("engine", ["fast", "stock"])
 def test_batching_does_not_change_greedy_answers(policy_dir, engine):
     questions = ["what is water ?", "explain why the cat is a good dog .", "how can i help you ?"]
     prefs = ["verbosity=0", "helpfulness=2,harmlessness=1", ""]
@@ -54,6 +54,11 @@ def test_batching_does_not_change_greedy_answers(policy_dir, engine):
     three = generate_completions(policy_dir, questions, prefs, temperature=0, max_new_tokens=5, batch_size=3,
                                  progress=False, engine=engine)
     assert one == three
+
+
+def test_old_engine_name_is_refused_with_the_new_one(policy_dir):
+    with pytest.raises(ValueError, match="engine='hf' was renamed to 'stock'"):
+        generate_completions(policy_dir, ["hi"], engine="hf", progress=False)
 
 
 def test_base_model_without_objectives_needs_them_passed(tiny_causal_lm_dir, objectives):

@@ -152,7 +152,12 @@ def test_fast_rollout_with_rloo_is_rejected_before_any_model_loads():
         config.check()
 
 
-@pytest.mark.parametrize("rollout,fast", [("fast", True), ("auto", True), ("trl", False)])
+def test_old_rollout_value_trl_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match=r"override 'train.rollout=trl': 'trl' is not available: renamed to 'stock'"):
+        load_config(RLConfig, None, ["train.rollout=trl"])
+
+
+@pytest.mark.parametrize("rollout,fast", [("fast", True), ("auto", True), ("stock", False)])
 def test_rollout_setting_picks_the_generation_path(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
                                                    prompts_file, rollout, fast):
     from moslim.policy.train import build_trainer

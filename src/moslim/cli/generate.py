@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--engine", choices=["auto", "fast", "hf"], default="auto",
-                        help="fast: moslim's batched CPU sampler; hf: model.generate; auto: fast on CPU")
+    parser.add_argument("--engine", default="auto", metavar="{auto,fast,stock}",
+                        help="fast: moslim's batched CPU sampler; stock: model.generate; auto: fast on CPU "
+                        "(the values of RL's train.rollout)")
     parser.set_defaults(func=run)
 
 
@@ -46,9 +47,11 @@ def _read_rows(path: Path, default_preference: str) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from moslim.objectives import ObjectiveSet
+    from moslim.policy.fast import check_setting
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
 
+    check_setting(args.engine, "--engine")
     if (args.question is None) == (args.input is None):
         raise ValueError("give either a question or --input prompts.jsonl (not both)")
     if args.input and not args.output:

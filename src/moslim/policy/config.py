@@ -49,16 +49,21 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    RETIRED: ClassVar[dict[str, dict[str, str]]] = {"algorithm": {"ppo": (
-        "TRL removed PPOTrainer in 1.13 and moslim pins TRL 1.16, so there is no in-process PPO; run PPO "
-        "on verl (configs/verl/ppo.sh) or OpenRLHF (configs/openrlhf/ppo.sh) with moslim's reward, "
-        "see docs/scaling.md; train.algorithm here is 'grpo' or 'rloo'")}}
+    RETIRED: ClassVar[dict[str, dict[str, str]]] = {
+        "algorithm": {"ppo": (
+            "TRL removed PPOTrainer in 1.13 and moslim pins TRL 1.16, so there is no in-process PPO; run PPO "
+            "on verl (configs/verl/ppo.sh) or OpenRLHF (configs/openrlhf/ppo.sh) with moslim's reward, "
+            "see docs/scaling.md; train.algorithm here is 'grpo' or 'rloo'")},
+        "rollout": {"trl": (
+            "renamed to 'stock' on 2026-12-04, the same value `moslim generate --engine` takes for the stock "
+            "path; write rollout: stock")}}
 
     algorithm: Literal["grpo", "rloo"] = "grpo"
-    # The CPU fast path or TRL's own, for *both* generation (moslim.policy.fast's batched sampler vs TRL's
-    # generate / vLLM) and the update's log-probs (completion positions only, eager attention on CPU, vs
-    # TRL's forward). "auto": fast on CPU, TRL's elsewhere.
-    rollout: Literal["auto", "fast", "trl"] = "auto"
+    # The CPU fast path or the stock one (TRL's own), for *both* generation (moslim.policy.fast's batched
+    # sampler vs TRL's generate / vLLM) and the update's log-probs and attention (completion positions only,
+    # eager attention on CPU, vs TRL's forward with the model's attention). "auto": fast on CPU, stock
+    # elsewhere. The same values as `moslim generate --engine`.
+    rollout: Literal["auto", "fast", "stock"] = "auto"
     output_dir: str = "runs/rl"
     resume: str = "auto"  # "auto" (last complete checkpoint if any), "never", or a checkpoint folder
     max_minutes: float | None = bounded(None, low=0, low_inclusive=False)  # stop after the step past this

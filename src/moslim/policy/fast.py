@@ -10,7 +10,8 @@
   distinct prompt of a GRPO group runs once, the head projects only the completion positions, and a
   chunked log-softmax (``TokenLogprobs``) replaces TRL's CPU path; eager attention instead of SDPA's
   slow CPU kernel. Same numbers as a plain forward, gradients intact.
-- ``use_fast_path``: "auto" picks all this on CPU and TRL's own path (vLLM, CUDA kernels) elsewhere.
+- ``use_fast_path``: "auto" picks all this on CPU and the stock path elsewhere (TRL's generation, vLLM or
+  ``model.generate``, CUDA kernels). ``train.rollout`` and ``moslim generate --engine`` share its values.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from moslim.policy.fast_sampling import check_sampling, sample_next
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("auto", "fast", "trl")
+SETTINGS = ("auto", "fast", "stock")  # train.rollout and `moslim generate --engine`
+# Old values of those settings (until 2026-12-04): RL said "trl" and `moslim generate` said "hf" for the stock path.
+RENAMED_SETTINGS = {"trl": "stock", "hf": "stock"}
 COMPACT_BELOW = 0.75  # drop finished rows once fewer than this share of the decoded rows is still going
 OnStep = Callable[[list[int], list[int]], Iterable[int] | None]  # (rows, tokens) -> rows to stop
 # What the fast path reads from (or replaces on) a built GRPOTrainer / RLOOTrainer. Several are TRL's private
@@ -36,10 +39,19 @@ TRL_MEMBERS = ("_get_per_token_logps_and_entropies", "accelerator", "model", "pr
 TRL_LOGPS_PARAMETERS = ("model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy")
 
 
-def use_fast_path(setting: str, device) -> bool:
-    """Whether to use this module's rollout: "fast" / "trl" force it, "auto" means "on CPU"."""
+def check_setting(setting: str, name: str = "rollout") -> str:
+    """``setting`` if it is one of SETTINGS, else ValueError (naming the new value of a renamed one)."""
+    if setting in RENAMED_SETTINGS:
+        raise ValueError(f"{name}={setting!r} was renamed to {RENAMED_SETTINGS[setting]!r} (one name for the stock "
+                         f"path in RL and in generation); use {name}={RENAMED_SETTINGS[setting]}")
     if setting not in SETTINGS:
-        raise ValueError(f"rollout={setting!r}: expected one of {', '.join(SETTINGS)}")
+        raise ValueError(f"{name}={setting!r}: expected one of {', '.join(SETTINGS)}")
+    return setting
+
+
+def use_fast_path(setting: str, device) -> bool:
+    """Whether to use this module's path: "fast" / "stock" force it on / off, "auto" means "on CPU"."""
+    check_setting(setting)
     if setting != "auto":
         return setting == "fast"
     return torch.device(device).type == "cpu"
@@ -213,7 +225,7 @@ def check_trl_members(trainer) -> None:
 
         raise RuntimeError(f"trl {trl.__version__}: {type(trainer).__name__} has no {', '.join(missing)}; moslim's "
                            f"fast CPU path was written against trl 1.16 (the version pyproject.toml pins). Install "
-                           f"trl 1.16.x, or set train.rollout: trl to use TRL's own generation")
+                           f"trl 1.16.x, or set train.rollout: stock to use TRL's own generation")
 
 
 def _check_trainer_sampling(trainer) -> None:
@@ -221,7 +233,7 @@ def _check_trainer_sampling(trainer) -> None:
                    "repetition_penalty": (getattr(trainer, "repetition_penalty", 1.0), 1.0)}
     for name, (value, neutral) in unsupported.items():
         if value is not None and value != neutral:
-            raise ValueError(f"{name}={value}: the fast rollout does not implement it; set rollout: trl")
+            raise ValueError(f"{name}={value}: the fast rollout does not implement it; set rollout: stock")
 
 
 def _tokenize(tokenizer, prompts: list, trainer) -> list[list[int]]:

@@ -84,12 +84,13 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
 
     ``policy_path_or_model`` is a folder / built-in name, or a loaded model (pass its ``tokenizer``).
     ``preferences``: one for all questions or one per question (Preference, "a=1,b=2", dict or None).
-    ``temperature`` 0 decodes greedily. The same seed gives the same answers (per engine).
-    ``engine``: "fast" (``moslim.policy.fast.generate_batch``), "hf" (``model.generate``) or "auto"
-    (fast on CPU, hf elsewhere).
+    ``temperature`` 0 decodes greedily. The same seed gives the same completions (per engine).
+    ``engine``: "fast" (``moslim.policy.fast.generate_batch``), "stock" (``model.generate``) or "auto"
+    (fast on CPU, stock elsewhere): the values of RL's ``train.rollout``.
     """
-    if engine not in ("auto", "fast", "hf"):
-        raise ValueError(f"engine={engine!r}: expected 'auto', 'fast' or 'hf'")
+    from moslim.policy import fast
+
+    fast.check_setting(engine, "engine")
     if isinstance(policy_path_or_model, str | Path):
         model, tokenizer, folder = load_policy(policy_path_or_model)
     else:
@@ -101,8 +102,6 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
     objectives, template = policy_setting(folder, objectives, template)
     prefs = _as_preferences(preferences, len(questions), objectives)
     prompts = render_prompts(tokenizer, questions, prefs, objectives, template)
-    from moslim.policy import fast
-
     if engine == "fast" or (engine == "auto" and fast.use_fast_path("auto", model.device)):
         return _generate_fast(model, tokenizer, prompts, max_new_tokens, temperature, top_p, num_samples, seed,
                               batch_size, progress)

@@ -67,7 +67,7 @@ def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
 
 def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
     """``moslim.policy.fast``'s rollout when the setting and device call for it, else None (TRL generates)."""
-    if setting == "trl" or algorithm != "grpo":
+    if setting == "stock" or algorithm != "grpo":
         return None
     from moslim.policy import fast
 
