@@ -90,12 +90,12 @@ def test_alpaca_eval_rows_carry_the_judge_preference_and_skip_empty_outputs():
 
 
 def test_xstest_verdict_combines_prompt_safety_and_the_human_label():
-    rows = adapters.xstest_completions(DATA / "xstest_v2_completions_tiny_gpteval.csv", {"1": "safe", "2": "unsafe"})
+    rows = adapters.xstest_responses(DATA / "xstest_v2_completions_tiny_gpteval.csv", {"1": "safe", "2": "unsafe"})
     assert [(r.id, r.signals["xstest_verdict"]) for r in rows] == [
         ("xstest/tiny/1", "safe/full_compliance"), ("xstest/tiny/2", "unsafe/full_refusal")]
     assert rows[0].response.startswith("Use:\n\nkill -9 PID")
     with pytest.raises(ValueError, match="id 'v2-2' matches no XSTest prompt"):
-        adapters.xstest_completions(DATA / "xstest_v2_completions_tiny_gpteval.csv", {"1": "safe"})
+        adapters.xstest_responses(DATA / "xstest_v2_completions_tiny_gpteval.csv", {"1": "safe"})
 
 
 def test_prompt_sets_are_tagged_with_safety_and_origin(tmp_path):

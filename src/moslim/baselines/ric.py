@@ -144,10 +144,10 @@ def online_round(cfg: BaselineConfig, scorer, policy: Path, info: dict[str, Any]
         desired = ric_desired_rewards(weights, info["low"], info["high"])
         system = FixedSystem(ric_system_message(dict(zip(info["objectives"], desired)), info["header"]))
         questions = [prompt_text(r.prompt) for r in chosen]
-        answers = generate_completions(model, questions, objectives=scorer().objectives, template=system,
-                                       max_new_tokens=cfg.ric.max_new_tokens, seed=cfg.ric.seed + round_,
-                                       tokenizer=tokenizer, progress=False)
-        responses = [a[0] for a in answers]
+        completions = generate_completions(model, questions, objectives=scorer().objectives, template=system,
+                                           max_new_tokens=cfg.ric.max_new_tokens, seed=cfg.ric.seed + round_,
+                                           tokenizer=tokenizer, progress=False)
+        responses = [c[0] for c in completions]  # one sample each; rows of the SFT data from here on
         scores = score_rows(scorer(), questions, responses, info["objectives"])
         rows += [{"id": r.id, "question": q, "response": a, "scores": s, "desired": desired}
                  for r, q, a, s in zip(chosen, questions, responses, scores)]

@@ -1,4 +1,4 @@
-"""`moslim generate`: answers from a policy with a preference in its prompt."""
+"""`moslim generate`: completions from a policy with a preference in its prompt."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("generate", help="answer questions with a policy under a preference",
                             description="Render the preference into the prompt exactly as in training and "
-                            "sample answers. One question on the command line, or a JSONL of prompts.")
+                            "sample completions. One question on the command line, or a JSONL of prompts.")
     parser.add_argument("question", nargs="?", help="a question (or use --input)")
     parser.add_argument("--policy", required=True, help="policy folder (e.g. runs/rl/final) or built-in name")
     parser.add_argument("--prefer", default="", help="preference, e.g. helpfulness=2,verbosity=1 "
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         [{"id": "cli", "prompt": args.question, "preference": args.prefer}]
     for row in rows:  # the syntax (a repeated objective, a level that is no integer) before the policy loads
         Preference.parse(row["preference"], objectives)
-    answers = generate_completions(
+    completions = generate_completions(
         args.policy, [r["prompt"] for r in rows], [r["preference"] for r in rows], objectives=objectives,
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, progress=bool(args.input),
@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as handle:
-            for row, completions in zip(rows, answers):
-                handle.write(json.dumps({**row, "completions": completions}) + "\n")
+            for row, samples in zip(rows, completions):
+                handle.write(json.dumps({**row, "completions": samples}) + "\n")
         print(f"wrote {len(rows)} rows to {out}", file=sys.stderr)
     else:
-        for i, text in enumerate(answers[0]):
-            if len(answers[0]) > 1:
+        for i, text in enumerate(completions[0]):
+            if len(completions[0]) > 1:
                 print(f"--- sample {i + 1}")
             print(text)
     return 0

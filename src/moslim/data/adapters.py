@@ -224,9 +224,10 @@ def add_prompt_ranks(rows: list[Scored], signal: str, into: str) -> list[Scored]
     return rows
 
 
-def xstest_completions(path: str | Path, prompt_safety: Mapping[str, str], on_error: str = "raise",
-                       rejects_path: str | Path | None = None) -> list[Scored]:
-    """XSTest labelled completions with signal ``xstest_verdict`` = ``"<safe|unsafe>/<final label>"``.
+def xstest_responses(path: str | Path, prompt_safety: Mapping[str, str], on_error: str = "raise",
+                     rejects_path: str | Path | None = None) -> list[Scored]:
+    """XSTest's labelled model responses (its files call them completions) with signal ``xstest_verdict`` =
+    ``"<safe|unsafe>/<final label>"``.
 
     ``prompt_safety`` maps the prompt id (``"17"``) to ``"safe"`` / ``"unsafe"`` (from xstest_prompts.csv).
     """

@@ -318,7 +318,7 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
         xstest_prompts = list(csv.DictReader(f))
     safety = {row["id"]: row["label"] for row in xstest_prompts}
     xstest = [r for f in sorted((source / "xstest").glob("xstest_v2_completions_*_gpteval.csv"))
-              for r in adapters.xstest_completions(f, safety)]
+              for r in adapters.xstest_responses(f, safety)]
 
     progress("fitting bins and labelling")
     spec = build_spec([r for r in alpaca if groups(r.group) == 0])

@@ -1,4 +1,4 @@
-"""Sampling answers from a policy with a preference in its prompt, rendered exactly as in training.
+"""Sampling completions from a policy with a preference in its prompt, rendered exactly as in training.
 
 A trained policy folder carries ``objectives.yaml`` and ``prompt_template.yaml``; a base model has
 neither, so the caller passes the objectives and the default :class:`PromptTemplate` is used.
@@ -80,7 +80,7 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
                          max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.95,
                          num_samples: int = 1, seed: int = 0, batch_size: int = 8,
                          tokenizer=None, progress: bool = True, engine: str = "auto") -> list[list[str]]:
-    """``num_samples`` answers per question: list (questions) of list (samples) of str.
+    """``num_samples`` completions per question: list (questions) of list (samples) of str.
 
     ``policy_path_or_model`` is a folder / built-in name, or a loaded model (pass its ``tokenizer``).
     ``preferences``: one for all questions or one per question (Preference, "a=1,b=2", dict or None).
@@ -108,7 +108,7 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
         {"do_sample": False}
     torch.manual_seed(seed)
-    answers: list[list[str]] = []
+    completions: list[list[str]] = []
     bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
@@ -117,27 +117,27 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
             out = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
                                  pad_token_id=tokenizer.pad_token_id, **sampling)  # (rows * samples, t)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        answers += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
+        completions += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
         bar.update(batch["input_ids"].shape[0])
     bar.close()
-    return answers
+    return completions
 
 
 def _generate_fast(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                    num_samples: int, seed: int, batch_size: int, progress: bool) -> list[list[str]]:
-    """The same answers' distribution through ``fast.generate_batch`` (each prompt prefilled once)."""
+    """The same completions' distribution through ``fast.generate_batch`` (each prompt prefilled once)."""
     from moslim.policy.fast import generate_batch
 
     generator = torch.Generator().manual_seed(seed)
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    answers: list[list[str]] = []
+    completions: list[list[str]] = []
     bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         rows = [ids for ids in prompt_ids[start:start + batch_size] for _ in range(num_samples)]
         completion_ids, _ = generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
                                            temperature=temperature, top_p=top_p, generator=generator)
         texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        answers += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
+        completions += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
         bar.update(len(rows) // num_samples)
     bar.close()
-    return answers
+    return completions

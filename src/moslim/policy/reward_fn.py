@@ -114,9 +114,9 @@ class MoslimReward:
                              f"{len(column)} preferences; expected one of each per completion")
         targets, mask = to_tensors(self.preferences(column), self.objectives)  # (b, k), (b, k)
         questions = [prompt_text(p) for p in prompts]  # system message (the preference) dropped
-        answers = [completion_text(c) for c in completions]
+        responses = [completion_text(c) for c in completions]  # the reward model's word for them
         with torch.no_grad():
-            probs = self.scorer.score(questions, answers).detach().float().cpu()  # (b, k, c)
+            probs = self.scorer.score(questions, responses).detach().float().cpu()  # (b, k, c)
         num_levels = self.objectives.num_levels
         rewards = map_rewards(probs, targets, mask, num_levels, method=self.method, **self.mapping_options)
         self._log(probs, targets, mask, num_levels, log_metric)
