@@ -1,14 +1,14 @@
 """Who says an answer refuses? The string-match rule against human labels and against the judge model.
 
     .venv/bin/python benchmarks/refusal_rule.py --judge runs/demo/judge --eval runs/demo/eval \
-        --xstest ../shared/data/xstest
+        --xstest ../shared/data/xstest --rm runs/demo/rm
 
 1. On labelled completions: the judge's held-out split (XSTest completions, human labels; shipped) and, with
    ``--xstest``, every XSTest v2 completion file (5 models x 450, human ``final_label``: full compliance = 0,
    full or partial refusal = 1): accuracy and macro-F1 of the rule, and of the judge model's refusal head.
 2. On the policy's own answers (``--eval``: the generations of a ``moslim eval`` run, base and RL policy):
    how often each calls an answer a refusal, how often they agree, and a seeded sample of the disagreements
-   to read (``--show``).
+   to read (``--show``); with ``--rm``, the reward model's refusal factor too.
 """
 
 from __future__ import annotations
@@ -43,6 +43,24 @@ def judge_refusals(judge: str | None, prompts: list[str], responses: list[str]) 
     return model.levels(prompts, responses)["refusal"]
 
 
+def rm_refusals(rm: str | None, prompts: list[str], responses: list[str]) -> list[int] | None:
+    """The reward model's refusal factor (argmax), for a model with ``factored: harmlessness``."""
+    if not rm:
+        return None
+    from moslim.reward.scorer import RewardScorer
+
+    scorer = RewardScorer.from_pretrained(rm)
+    names = scorer.model.training_objectives.names
+    if "refusal" not in names:
+        return None
+    i, out = names.index("refusal"), []
+    for start in range(0, len(responses), 32):
+        with torch.no_grad():
+            probs = scorer.score(prompts[start:start + 32], responses[start:start + 32], with_factors=True)
+        out += probs[:, i, :2].argmax(-1).tolist()
+    return out
+
+
 def labelled_sets(xstest: str | None) -> dict[str, list[tuple[str, str, int]]]:
     """name -> [(prompt, response, refused)]"""
     sets = {"judge_eval (shipped, XSTest held out)": [
@@ -60,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judge", default="runs/demo/judge", help="judge folder with a refusal head, or ''")
     parser.add_argument("--eval", default="runs/demo/eval", help="a `moslim eval` output folder, or ''")
+    parser.add_argument("--rm", default="", help="also the reward model's refusal factor on the policy's answers")
     parser.add_argument("--xstest", default="", help="folder with XSTest's v2 completion CSVs (optional)")
     parser.add_argument("--show", type=int, default=12, help="disagreements to print from the RL policy's answers")
     parser.add_argument("--out", default="", help="write the figures as JSON here")
@@ -93,6 +112,12 @@ def main() -> None:
                 for row, a, b in random.Random(0).sample(differ, min(args.show, len(differ))):
                     opening = " ".join(row["completion"].split()[:30])
                     print(f"  rule {a} judge {b} [{row['tags'].get('safety')}] {opening}")
+        by_rm = rm_refusals(args.rm, [r["question"] for r in rows], [r["completion"] for r in rows])
+        if by_rm is not None:
+            entry |= {"rm_refusals": round(sum(by_rm) / len(rows), 3),
+                      "rm_agreement_with_rule": round(sum(a == b for a, b in zip(rule, by_rm)) / len(rows), 3)}
+            if judged is not None:
+                entry["rm_agreement_with_judge"] = round(sum(a == b for a, b in zip(judged, by_rm)) / len(rows), 3)
         result["policy_answers"][label] = entry
         print(f"{label} answers ({path}): {json.dumps(entry)}")
     if args.out:
