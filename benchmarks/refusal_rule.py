@@ -21,17 +21,14 @@ from pathlib import Path
 
 import torch
 
-from moslim.data.readers import iter_rows
 from moslim.data.refusal import is_refusal
-from moslim.reward.evaluate import confusion_matrix, macro_f1
+from moslim.evaluation.judges import labelled_refusals, refusal_scores
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "moslim" / "assets" / "demo" / "judge_eval.jsonl.gz"
 
 
 def scores(labels: list[int], predicted: list[int]) -> dict[str, float]:
-    lab, pred = torch.tensor(labels), torch.tensor(predicted)
-    return {"n": len(labels), "accuracy": round(float((lab == pred).double().mean()), 3),
-            "macro_f1": round(macro_f1(confusion_matrix(pred, lab, 2)), 3)}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in refusal_scores(labels, predicted).items()}
 
 
 def judge_refusals(judge: str | None, prompts: list[str], responses: list[str]) -> list[int] | None:
@@ -63,9 +60,7 @@ def rm_refusals(rm: str | None, prompts: list[str], responses: list[str]) -> lis
 
 def labelled_sets(xstest: str | None) -> dict[str, list[tuple[str, str, int]]]:
     """name -> [(prompt, response, refused)]"""
-    sets = {"judge_eval (shipped, XSTest held out)": [
-        (row["prompt"], row["response"], int(row["labels"]["refusal"])) for _, row in iter_rows(SHIPPED)
-        if isinstance(row, dict) and (row.get("labels") or {}).get("refusal") is not None]}
+    sets = {"judge_eval (shipped, XSTest held out)": labelled_refusals(SHIPPED)}
     for path in sorted(Path(xstest).glob("xstest_v2_completions_*.csv")) if xstest else []:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

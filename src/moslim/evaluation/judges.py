@@ -131,6 +131,23 @@ def _run_info(path: Path) -> dict[str, Any]:
     return info
 
 
+def labelled_refusals(path: str | Path, refusal: str = "refusal") -> list[tuple[Any, str, int]]:
+    """(prompt, response, refused) for the rows of a labelled file that carry a ``refusal`` label."""
+    from moslim.data.readers import iter_rows
+
+    return [(row["prompt"], row["response"], int(row["labels"][refusal])) for _, row in iter_rows(path)
+            if isinstance(row, dict) and (row.get("labels") or {}).get(refusal) is not None]
+
+
+def refusal_scores(labels: Sequence[int], predicted: Sequence[int]) -> dict[str, Any]:
+    """Accuracy and macro-F1 of refusal verdicts (1 = refuses) against labels."""
+    from moslim.reward.evaluate import confusion_matrix, macro_f1
+
+    lab, pred = torch.tensor(list(labels), dtype=torch.long), torch.tensor(list(predicted), dtype=torch.long)
+    accuracy = float((lab == pred).double().mean()) if len(lab) else float("nan")
+    return {"accuracy": accuracy, "macro_f1": macro_f1(confusion_matrix(pred, lab, 2)), "n": len(lab)}
+
+
 @dataclass
 class RuleRefusal:
     """Refusal by the string-match rule (:func:`moslim.data.refusal.is_refusal`, 1 = refuses): no model, so it
@@ -145,18 +162,10 @@ class RuleRefusal:
     def measured(cls, data: str | Path | None = None) -> RuleRefusal:
         """The rule, with its accuracy and macro-F1 on the rows of ``data`` that carry a refusal label (default:
         the demo judge's held-out split, XSTest completions with their human labels)."""
-        from moslim.data.readers import iter_rows
-        from moslim.reward.evaluate import confusion_matrix, macro_f1
-
         path = Path(data) if data else DEMO_OBJECTIVES.parent / "judge_eval.jsonl.gz"
-        rows = [row for _, row in iter_rows(path)
-                if isinstance(row, dict) and (row.get("labels") or {}).get(cls.refusal) is not None]
-        labels = torch.tensor([int(row["labels"][cls.refusal]) for row in rows], dtype=torch.long)
-        predicted = torch.tensor([int(is_refusal(row["response"])) for row in rows], dtype=torch.long)
-        confusion = confusion_matrix(predicted, labels, 2)
-        held_out = {"accuracy": float((labels == predicted).double().mean()) if rows else float("nan"),
-                    "macro_f1": macro_f1(confusion), "n": len(rows), "data": str(path)}
-        return cls(info={"held_out_accuracy": {cls.refusal: held_out}})
+        rows = labelled_refusals(path, cls.refusal)
+        held_out = refusal_scores([label for _, _, label in rows], [int(is_refusal(text)) for _, text, _ in rows])
+        return cls(info={"held_out_accuracy": {cls.refusal: {**held_out, "data": str(path)}}})
 
     @property
     def objectives(self) -> list[str]:
