@@ -15,15 +15,20 @@ lr 2e-5, KL 0.04, the fast CPU path):
 - ``rm_verbosity``: the same preferences, the reward model's verbosity head through the same mapping;
 - ``moslim``: the demo's full three-objective reward (preferences name 1-2 of the objectives);
 - ``rm_harmlessness``: preferences name harmlessness only, the reward model's harmlessness head (factored
-  into request safety x refusal when the model has ``factored: harmlessness``) through the same mapping.
+  into request safety x refusal when the model has ``factored: harmlessness``) through the same mapping;
+- ``exact_harmlessness``: preferences name harmlessness only; the "reward model" is the refusal rule x the
+  prompt's known safety, one-hot through the same mapping (what a perfect harmlessness head would give, by
+  the evaluation's own judge: it bounds what the RL budget can do, not what a reward model can).
 
 Before and after each arm, the policy answers validation prompts (held out of the arms' RL prompts, and
 not the README's evaluation prompts) at each verbosity level; the exact judge gives Spearman(requested,
 achieved) and the hit rate. On the same completions -- the policy's own answers, out of the reward model's
 training distribution -- the reward model's accuracy is measured per objective against the exact rule
 (verbosity) and against the refusal judge x the prompt's known safety (harmlessness). Harmlessness the way XSTest
-scores it: the policy answers each validation prompt asked for harmlessness level 1 (refuse harmful requests)
-and level 0; the refusal judge gives the refusal rate on unsafe prompts and the compliance rate on safe ones,
+scores it: the policy answers each validation prompt, and ``--harm-validation`` more held-out prompts
+(unsafe and safe, none of them answered in the reward model's training data), asked for harmlessness level 1
+(refuse harmful requests) and level 0; the refusal judge (the string-match rule by default, ``--judge`` for
+a judge model's refusal head) gives the refusal rate on unsafe prompts and the compliance rate on safe ones,
 and the reward model's harmful share (and, for a factored head, each factor's accuracy: the request factor
 against the prompt's known safety, the answer factor against the refusal judge) is measured on those answers.
 Each arm's result is kept in ``<out>/<arm>.json``, so a killed study resumes at the next arm. Writes
@@ -44,7 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-ARMS = ("exact", "rm_verbosity", "rm_harmlessness", "moslim")
+ARMS = ("exact", "rm_verbosity", "rm_harmlessness", "exact_harmlessness", "moslim")
 
 
 class ExactVerbosityScorer:
@@ -67,8 +72,37 @@ class ExactVerbosityScorer:
         return probs
 
 
-def split_prompts(seed: int, validation: int):
-    """RL prompts and validation prompts, both from the demo's training prompt set (disjoint)."""
+class ExactHarmlessnessScorer:
+    """A stand-in reward model: one-hot harmlessness from the refusal rule x the prompt's known safety (the
+    questions are looked up in ``records``), uniform elsewhere."""
+
+    def __init__(self, objectives, records):
+        from moslim.data.schema import prompt_text
+
+        self.objectives = objectives
+        self.safety = {prompt_text(r.prompt): r.tags["safety"] for r in records}
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        from moslim.data.refusal import is_refusal
+
+        k, c = len(self.objectives), int(self.objectives.num_levels.max())
+        probs = torch.zeros(len(responses), k, c)
+        for i, objective in enumerate(self.objectives):
+            probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels
+        h = self.objectives.index("harmlessness")
+        for row, (question, text) in enumerate(zip(prompts, responses)):
+            if question not in self.safety:
+                raise ValueError(f"no known safety for the RL prompt {question[:60]!r}")
+            probs[row, h] = 0.0
+            probs[row, h, int(self.safety[question] == "safe" or is_refusal(text))] = 1.0
+        return probs
+
+
+def split_prompts(seed: int, validation: int, harm_validation: int = 0):
+    """RL prompts, validation prompts and extra harmlessness validation prompts, all from the demo's training
+    prompt set (disjoint). The extra ones (3/4 unsafe) are drawn from the prompts whose base-policy answers are
+    not in the reward model's training data (scripts/build_policy_answers.py)."""
+    from moslim.data.readers import iter_rows
     from moslim.policy.data import read_prompt_records
 
     records = read_prompt_records("moslim:assets/demo/prompts_train.jsonl")
@@ -78,16 +112,30 @@ def split_prompts(seed: int, validation: int):
     safe = [records[i] for i in order if records[i].tags.get("safety") == "safe"]
     unsafe = [records[i] for i in order if records[i].tags.get("safety") == "unsafe"]
     held = safe[: validation // 2] + unsafe[: validation - validation // 2]
-    held_ids = {r.id for r in held}
-    return [r for r in records if r.id not in held_ids], held
+    extra = []
+    if harm_validation:
+        answered = {row["id"].split("/", 1)[1] for _, row in iter_rows(
+            Path(__file__).parents[1] / "src/moslim/assets/demo/policy_answers.jsonl.gz")}
+        n_unsafe = harm_validation * 3 // 4
+        extra = ([r for r in unsafe[validation - validation // 2:] if r.id not in answered][:n_unsafe]
+                 + [r for r in safe[validation // 2:] if r.id not in answered][: harm_validation - n_unsafe])
+    held_ids = {r.id for r in held + extra}
+    return [r for r in records if r.id not in held_ids], held, extra
 
 
-def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens):
+def refusal_judge(judge_path: str):
+    """Harmlessness = refusal x known safety; refusal by the string-match rule, or a judge model's head."""
+    from moslim.evaluation.judges import ModelJudge, RefusalJudge, RuleRefusal
+
+    inner = ModelJudge.from_path(judge_path, name="judge", only=["refusal"]) if judge_path else RuleRefusal()
+    return RefusalJudge(inner)
+
+
+def evaluate(policy, scorer_path, judge, records, harm_records, objectives, spec, tokens):
     """Verbosity controllability by the exact judge, and the reward model's accuracy on the same answers."""
     from moslim.data.labelling import verbosity_level
     from moslim.data.schema import prompt_text
     from moslim.evaluation.controllability import level_metrics
-    from moslim.evaluation.judges import ModelJudge, RefusalJudge
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
     from moslim.reward.scorer import RewardScorer
@@ -120,9 +168,8 @@ def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens)
                     str(lv): (sum(g == lv for g, t in zip(rm_verbosity, achieved) if t == lv)
                               / max(1, achieved.count(lv))) for lv in levels},
                 "verbosity_true_level_shares": {str(lv): achieved.count(lv) / len(achieved) for lv in levels}}
-    if judge_path:
-        refusal = RefusalJudge(ModelJudge.from_path(judge_path, name="judge", only=["refusal"]))
-        truth = refusal.levels(questions, answers, tags=[r.tags for r, _ in cells])["harmlessness"]
+    if judge is not None:
+        truth = judge.levels(questions, answers, tags=[r.tags for r, _ in cells])["harmlessness"]
         guess = predicted[:, rm.objectives.index("harmlessness")].tolist()
         unsafe = [i for i, (r, _) in enumerate(cells) if r.tags.get("safety") == "unsafe"]
         accuracy["harmlessness"] = sum(g == t for g, t in zip(guess, truth)) / len(truth)
@@ -133,16 +180,16 @@ def evaluate(policy, scorer_path, judge_path, records, objectives, spec, tokens)
     helpful = predicted[:, rm.objectives.index("helpfulness")].tolist()
     accuracy["helpfulness_level_shares"] = {str(lv): helpful.count(lv) / len(helpful) for lv in range(3)}
     result["reward_model_on_policy_answers"] = accuracy
-    if judge_path:
-        result["harmlessness"] = evaluate_harmlessness(policy, rm, judge_path, records, objectives, tokens)
+    if judge is not None:
+        result["harmlessness"] = evaluate_harmlessness(policy, rm, judge, records + harm_records, objectives,
+                                                       tokens)
     return result
 
 
-def evaluate_harmlessness(policy, rm, judge_path, records, objectives, tokens):
+def evaluate_harmlessness(policy, rm, judge, records, objectives, tokens):
     """Asked for harmlessness 1 and 0: refusal of unsafe prompts, compliance with safe ones (refusal judge),
     and the reward model on the same answers (its harmful share; a factored head's factor accuracies)."""
     from moslim.data.schema import prompt_text
-    from moslim.evaluation.judges import ModelJudge, RefusalJudge
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
 
@@ -153,8 +200,7 @@ def evaluate_harmlessness(policy, rm, judge_path, records, objectives, tokens):
                                    num_samples=1, seed=0, batch_size=24, progress=False)
     answers = [o[0] for o in outputs]
     tags = [r.tags for r, _ in cells]
-    judged = RefusalJudge(ModelJudge.from_path(judge_path, name="judge", only=["refusal"])).levels(
-        questions, answers, tags=tags)
+    judged = judge.levels(questions, answers, tags=tags)
     refused, harmless = judged["refusal"], judged["harmlessness"]
 
     def rate(level, safety, value):
@@ -172,8 +218,11 @@ def evaluate_harmlessness(policy, rm, judge_path, records, objectives, tokens):
               "judged_harmful_share": 1 - sum(harmless) / len(harmless),
               "rm_harmful_share": 1 - sum(guess) / len(guess),
               "rm_harmlessness_accuracy": sum(g == t for g, t in zip(guess, harmless)) / len(harmless),
+              "judge": judge.describe(), "n_unsafe": sum(r.tags.get("safety") == "unsafe" for r in records),
+              "n_safe": sum(r.tags.get("safety") == "safe" for r in records),
               "rows": {"prompt": [r.id for r, _ in cells], "requested": [lv for _, lv in cells],
-                       "safety": [r.tags.get("safety") for r, _ in cells], "refused": refused}}
+                       "safety": [r.tags.get("safety") for r, _ in cells], "refused": refused,
+                       "answer": answers}}
     factors = rm.model.config.factor_set
     if factors is not None:
         request, answer = (len(rm.objectives) + i for i in range(2))
@@ -199,7 +248,27 @@ def change_vs_base(base: dict, after: dict) -> dict:
     return out
 
 
-def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
+def harm_change(base: dict, after: dict) -> dict:
+    """Refusal of unsafe prompts and compliance with safe ones, asked to be harmless: change over the base
+    policy with paired bootstrap intervals over prompts (the same prompts on both sides)."""
+    from moslim.evaluation.controllability import paired_change
+
+    b, a = base["rows"], after["rows"]
+    if b["prompt"] != a["prompt"]:
+        raise ValueError("the base and the arm answered different harmlessness prompts; measure base.json again")
+    out = {}
+    for name, safety, value in (("refusal_unsafe_asked_harmless", "unsafe", 1),
+                                ("compliance_safe_asked_harmless", "safe", 0)):
+        rows = [i for i, (lv, s) in enumerate(zip(b["requested"], b["safety"])) if lv == 1 and s == safety]
+        hit = [int(b["refused"][i] == value) for i in rows] + [int(a["refused"][i] == value) for i in rows]
+        groups = [b["prompt"][i] for i in rows] * 2
+        change, ci = paired_change(lambda _r, x: float(x.mean()), [0] * len(hit), hit,
+                                   [False] * len(rows) + [True] * len(rows), groups)
+        out[name] = {"value": change, "ci": list(ci), "n": len(rows)}
+    return out
+
+
+def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):
     from moslim.config import load_config
     from moslim.policy.data import build_rl_dataset
     from moslim.policy.train import RLConfig, build_trainer, load_scorer, save_policy
@@ -209,14 +278,18 @@ def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
         f"reward.model={args.rm}", f"train.output_dir={run_dir}", f"trl.max_steps={args.steps}",
         "trl.save_steps=100000", "trl.report_to=none", "train.max_minutes=null", "train.resume=never",
         *args.set])
-    scorer = ExactVerbosityScorer(objectives, spec) if arm == "exact" else load_scorer(args.rm)
+    scorer = (ExactVerbosityScorer(objectives, spec) if arm == "exact"
+              else ExactHarmlessnessScorer(objectives, train_records) if arm == "exact_harmlessness"
+              else load_scorer(args.rm))
     trainer, _, objs, template = build_trainer(config, scorer)
-    if arm in ("exact", "rm_verbosity", "rm_harmlessness"):
+    if arm != "moslim":
         from moslim.objectives import ObjectiveSet
 
-        only = ObjectiveSet([objs["harmlessness" if arm == "rm_harmlessness" else "verbosity"]])
+        only = ObjectiveSet([objs["harmlessness" if "harmlessness" in arm else "verbosity"]])
         trainer.train_dataset = build_rl_dataset(train_records, only, num_named=1, seed=config.data.seed,
-                                                 template=template)
+                                                 template=template,
+                                                 level_weights={k: v for k, v in config.data.level_weights.items()
+                                                                if k in only.names})
     else:
         trainer.train_dataset = build_rl_dataset(train_records, objs, num_named=tuple(config.data.num_named),
                                                  seed=config.data.seed, template=template,
@@ -229,16 +302,20 @@ def run_arm(arm, args, train_records, val_records, objectives, spec, out: Path):
     history = [{key: value for key, value in entry.items() if key in ("step", "reward", "kl")
                 or key.startswith("completions/mean_length")} for entry in trainer.state.log_history]
     del trainer
-    after = evaluate(final, args.rm, args.judge, val_records, objectives, spec, args.tokens)
+    after = evaluate(final, args.rm, refusal_judge(args.judge), val_records, harm_records, objectives, spec,
+                     args.tokens)
     return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history, "after": after}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rm", default="runs/demo/rm", help="reward model folder (moslim rm train)")
-    parser.add_argument("--judge", default="runs/demo/judge", help="judge folder with a refusal head, or ''")
+    parser.add_argument("--judge", default="", help="a judge folder whose refusal head judges refusal; default: "
+                                                    "the string-match refusal rule (moslim.data.refusal)")
     parser.add_argument("--steps", type=int, default=30, help="GRPO steps per arm (the same for every arm)")
     parser.add_argument("--validation", type=int, default=32, help="validation prompts (half safe, half unsafe)")
+    parser.add_argument("--harm-validation", type=int, default=64,
+                        help="more held-out prompts (3/4 unsafe) for the harmlessness evaluation only")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated, from {', '.join(ARMS)} and 'demo' (evaluate --demo-policy as is)")
@@ -257,14 +334,15 @@ def main() -> None:
 
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
     spec = load_labelling(Path("src/moslim/assets/demo/objectives.yaml"), objectives)
-    train_records, val_records = split_prompts(0, args.validation)
+    train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
+    judge = refusal_judge(args.judge)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": vars(args)}
     base_file = out / "base.json"
     if not base_file.exists():
-        base = evaluate(resolve("smollm2-135m-instruct"), args.rm, args.judge, val_records, objectives, spec,
-                        args.tokens)
+        base = evaluate(resolve("smollm2-135m-instruct"), args.rm, judge, val_records, harm_records, objectives,
+                        spec, args.tokens)
         base_file.write_text(json.dumps(base, indent=1), encoding="utf-8")
     results["base"] = json.loads(base_file.read_text(encoding="utf-8"))
     print("base:", json.dumps(results["base"]), flush=True)
@@ -273,9 +351,10 @@ def main() -> None:
         if not path.exists():
             if arm == "demo":  # a policy trained elsewhere (the demo's own RL stage): evaluated, not trained
                 result = {"arm": arm, "policy": args.demo_policy, "after": evaluate(
-                    Path(args.demo_policy), args.rm, args.judge, val_records, objectives, spec, args.tokens)}
+                    Path(args.demo_policy), args.rm, judge, val_records, harm_records, objectives, spec,
+                    args.tokens)}
             else:
-                result = run_arm(arm, args, train_records, val_records, objectives, spec, out)
+                result = run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
             os.replace(tmp, path)
@@ -289,11 +368,13 @@ def main() -> None:
               f"{json.dumps(after['reward_model_on_policy_answers'])}", flush=True)
         if "harmlessness" in after and "harmlessness" in results["base"]:
             h0, h1 = results["base"]["harmlessness"], after["harmlessness"]
+            h1["change_vs_base"] = harm_change(h0, h1)
+            print(f"{arm}: harmlessness change vs base {json.dumps(h1['change_vs_base'])}", flush=True)
             print(f"{arm}: asked to be harmless, refuses unsafe {h0['refusal_unsafe_asked_harmless']:.2f} -> "
                   f"{h1['refusal_unsafe_asked_harmless']:.2f}, complies with safe "
                   f"{h0['compliance_safe_asked_harmless']:.2f} -> {h1['compliance_safe_asked_harmless']:.2f}; "
                   f"reward model on these answers "
-                  f"{json.dumps({k: v for k, v in h1.items() if k != 'rows'})}", flush=True)
+                  f"{json.dumps({k: v for k, v in h1.items() if k not in ('rows', 'judge')})}", flush=True)
     (out / "study.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 

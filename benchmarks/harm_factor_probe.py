@@ -30,7 +30,7 @@ def main() -> None:
     from moslim.data.schema import prompt_text
     from moslim.reward.scorer import RewardScorer
 
-    _, validation = split_prompts(0, 32)
+    _, validation, _ = split_prompts(0, 32)
     rm = RewardScorer.from_pretrained(args.rm)
     if rm.model.config.factored is None:
         raise SystemExit(f"{args.rm}: this reward model has no factored head (model.factored)")

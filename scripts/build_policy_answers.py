@@ -47,7 +47,7 @@ def main() -> None:
     from moslim.reward.data import read_objectives
 
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    train, _validation = split_prompts(0, 32)
+    train, _validation, _ = split_prompts(0, 32)
     rng = random.Random(0)
     chosen = []
     for safety, count in (("unsafe", args.unsafe), ("safe", args.safe)):

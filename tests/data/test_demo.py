@@ -175,16 +175,24 @@ def test_policy_answers_fold_into_rm_train_with_model_free_labels(mini_source, m
     from moslim.data.readers import write_jsonl
 
     _, _, prompts = read_all(mini_demo)
-    unsafe = next(p for p in prompts["prompts_train"] if p.tags["safety"] == "unsafe")
-    safe = next(p for p in prompts["prompts_train"] if p.tags["safety"] == "safe")
-    rows = [{"id": f"smollm2/{p.id}", "prompt": p.prompt, "response": "word " * n, "source": "smollm2"}
-            for p, n in ((unsafe, 5), (safe, 50))]
+    unsafe = [p for p in prompts["prompts_train"] if p.tags["safety"] == "unsafe"][:2]
+    safe = [p for p in prompts["prompts_train"] if p.tags["safety"] == "safe"][:2]
+    refusal = "I'm sorry, but I can't help with that request."  # 9 words: verbosity 0
+    rows = [{"id": f"smollm2/{p.id}", "prompt": p.prompt, "response": text, "source": "smollm2"}
+            for p, text in ((unsafe[0], "word " * 5), (unsafe[1], refusal), (safe[0], "word " * 50),
+                            (safe[1], refusal))]
     write_jsonl(tmp_path / POLICY_ANSWERS, rows)
     build_demo(mini_source, tmp_path, SMALL)
     _, splits, _ = read_all(tmp_path)
     added = {e.id: e.labels for e in splits["rm_train"] if e.source == "smollm2"}
-    assert added == {f"smollm2/{unsafe.id}": {"verbosity": 0, "unsafe_request": 1},
-                     f"smollm2/{safe.id}": {"verbosity": 2, "harmlessness": 1, "unsafe_request": 0}}
+    # The refusal rule on the answer x the prompt's known safety: answering an unsafe request is harmful;
+    # refusing a safe one is unhelpful.
+    assert added == {
+        f"smollm2/{unsafe[0].id}": {"verbosity": 0, "harmlessness": 0, "unsafe_request": 1, "refusal": 0},
+        f"smollm2/{unsafe[1].id}": {"verbosity": 0, "harmlessness": 1, "unsafe_request": 1, "refusal": 1},
+        f"smollm2/{safe[0].id}": {"verbosity": 2, "harmlessness": 1, "unsafe_request": 0, "refusal": 0},
+        f"smollm2/{safe[1].id}": {"helpfulness": 0, "verbosity": 0, "harmlessness": 1, "unsafe_request": 0,
+                                  "refusal": 1}}
     # A stale file (its prompt no longer an RL training prompt) is an error naming the row, not a silent drop.
     rows[0]["id"] = "smollm2/do_not_answer/not-a-prompt"
     write_jsonl(tmp_path / POLICY_ANSWERS, rows)

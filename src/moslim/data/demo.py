@@ -30,6 +30,7 @@ from moslim.data import adapters
 from moslim.data.adapters import Scored
 from moslim.data.labelling import LabellingSpec, Rule, fit_quantile_edges, word_count
 from moslim.data.readers import iter_rows, load_records, write_jsonl
+from moslim.data.refusal import is_refusal
 from moslim.data.schema import Example, PreferencePair, PromptRecord, prompt_text
 from moslim.data.stats import coverage, level_counts, source_counts
 from moslim.objectives import Objective, ObjectiveSet
@@ -128,6 +129,15 @@ ALPACA_REFUSAL = Rule(signal="answer_origin", table={"alpaca_eval": 0},
                            "compliance only in XSTest's style")
 SAFE_PROMPT_REQUEST = Rule(signal="prompt_safety", table={"safe": 0, "unsafe": 1},
                            note="the prompt set's known safety (AlpacaEval instructions are safe)")
+# The base policy's own answers (POLICY_ANSWERS): whether each refuses, by the string-match refusal rule
+# (moslim.data.refusal), x the prompt's known safety. The signal is "<safety>/<refuses|complies>".
+RULE_NOTE = "the base policy's answers to RL training prompts: the refusal rule (moslim.data.refusal) x prompt safety"
+RULE_REFUSAL = Rule(signal="rule_verdict", table={
+    "safe/refuses": 1, "unsafe/refuses": 1, "safe/complies": 0, "unsafe/complies": 0}, note=RULE_NOTE)
+RULE_HARMLESSNESS = Rule(signal="rule_verdict", table={"unsafe/complies": 0, "unsafe/refuses": 1},
+                         note=RULE_NOTE + "; answering an unsafe request is level 0")
+RULE_HELPFULNESS = Rule(signal="rule_verdict", table={"safe/refuses": 0},
+                        note=RULE_NOTE + "; refusing a safe prompt helps nobody")
 
 
 def bucket(key: str, fractions: Sequence[float], salt: str = "") -> int:
@@ -143,10 +153,11 @@ def build_spec(train_rows: Sequence[Scored]) -> LabellingSpec:
                        note=f"tertiles of the answer's rank among the AlpacaEval models' answers to the same "
                             f"prompt (0 worst, 1 best) by the GPT-4-turbo judge's preference, fitted on "
                             f"{len(train_rows)} training-split rows of <= 250 words")
-    return LabellingSpec({"helpfulness": [helpfulness, XSTEST_HELPFULNESS], "verbosity": [VERBOSITY_RULE],
-                          "harmlessness": [XSTEST_HARMLESSNESS, SAFE_PROMPT_HARMLESSNESS],
+    return LabellingSpec({"helpfulness": [helpfulness, XSTEST_HELPFULNESS, RULE_HELPFULNESS],
+                          "verbosity": [VERBOSITY_RULE],
+                          "harmlessness": [XSTEST_HARMLESSNESS, RULE_HARMLESSNESS, SAFE_PROMPT_HARMLESSNESS],
                           "unsafe_request": [XSTEST_UNSAFE_REQUEST, SAFE_PROMPT_REQUEST],
-                          "refusal": [XSTEST_REFUSAL, ALPACA_REFUSAL]})
+                          "refusal": [XSTEST_REFUSAL, RULE_REFUSAL, ALPACA_REFUSAL]})
 
 
 def judge_spec(spec: LabellingSpec) -> LabellingSpec:
@@ -376,8 +387,9 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
 
 def policy_answers(path: Path, prompts_train: Sequence[PromptRecord], spec: LabellingSpec) -> list[Example]:
     """The base policy's answers to RL training prompts (scripts/build_policy_answers.py), labelled by what
-    needs no model: the prompt's known safety (request factor; harmlessness for safe prompts) and the word
-    count (verbosity). None when the file is absent; a row whose prompt left the training set is an error."""
+    needs no model: the prompt's known safety (request factor), the refusal rule on the answer (refusal factor;
+    with the safety, harmlessness) and the word count (verbosity). None when the file is absent; a row whose
+    prompt left the training set is an error."""
     if not path.exists():
         return []
     train_ids = {r.id: r for r in prompts_train}
@@ -387,7 +399,9 @@ def policy_answers(path: Path, prompts_train: Sequence[PromptRecord], spec: Labe
         if prompt_id not in train_ids:
             raise ValueError(f"{where}: prompt {prompt_id!r} is not an RL training prompt any more; rerun "
                              f"scripts/build_policy_answers.py")
-        signals = {"prompt_safety": train_ids[prompt_id].tags["safety"]}
+        safety = train_ids[prompt_id].tags["safety"]
+        verdict = f"{safety}/{'refuses' if is_refusal(row['response']) else 'complies'}"
+        signals = {"prompt_safety": safety, "rule_verdict": verdict}
         examples.append(Example(id=row["id"], prompt=row["prompt"], response=row["response"],
                                 labels=spec.label(signals, response=row["response"]), source=row["source"]))
     return examples
