@@ -77,6 +77,20 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny
     assert forced["rl"]["status"] == "reused" and forced["eval"]["status"] == "ran"
 
 
+def test_demo_without_a_judge_model_judges_by_the_rules(tmp_path, tiny_demo_config, capsys):
+    config = yaml.safe_load(open(tiny_demo_config))
+    config["judge"] = None  # the stage is off: eval judges with the exact verbosity and refusal rules only
+    path = write_yaml(tmp_path / "no_judge.yaml", config)
+    assert main(["demo", "--config", path]) == 0
+    assert "off in this config" in capsys.readouterr().out
+    out = tmp_path / "demo"
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert stages["judge"] == {"status": "off"} and not (out / "judge").exists()
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert "judge_model" not in metrics["judges"] and metrics["sources"]["judge"]["verbosity"] == "exact"
+    assert "string-match rule" in metrics["judges"]["judge"]["rule"]
+
+
 def test_demo_names_the_stage_that_did_not_produce_its_output(tmp_path, tiny_demo_config, capsys):
     config = yaml.safe_load(open(tiny_demo_config))
     config["rm"]["overrides"] = ["data.train=missing.jsonl"]  # the RM command fails on it
@@ -117,6 +131,8 @@ def test_demo_configs_load_and_every_stage_accepts_its_overrides(name):
     for section, config_class in (("rm", RewardTrainConfig), ("judge", RewardTrainConfig), ("rl", RLConfig),
                                   ("eval", EvalConfig)):
         stage = getattr(cfg, section)
+        if stage is None:  # a stage the config switches off
+            continue
         load_config(config_class, REPO_ROOT / stage.config, stage.overrides)  # unknown keys would raise
 
 

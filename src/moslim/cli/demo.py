@@ -10,9 +10,10 @@ from moslim.cli.output import make_console
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "demo", help="prepare models, train the reward model and judge, RL, evaluate, report",
+        "demo", help="prepare models, train the reward model (and a judge model), RL, evaluate, report",
         description="Run the demo end to end on the shipped demo data: prepare the built-in models, train the "
-        "reward model and an independent judge, RL the SmolLM2 policy, evaluate it and its base, write "
+        "reward model (and an independent judge model, when the config's judge stage is on; configs/demo/demo.yaml "
+        "judges by exact and refusal rules instead), RL the SmolLM2 policy, evaluate it and its base, write "
         "<out>/report.md and report.html, and print a summary. Finished stages are reused on a second run.")
     parser.add_argument("--quick", action="store_true",
                         help="the same stages, tiny (configs/demo/quick.yaml, into runs/demo-quick): a smoke check")
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     cfg = load_config(DemoConfig, find_config(config), overrides)
 
-    def announce(index: int, stage: str, description: str, skipped: bool) -> None:
-        note = " [green](reused)[/green]" if skipped else ""
+    def announce(index: int, stage: str, description: str, status: str) -> None:
+        note = {"reused": " [green](reused)[/green]", "off": " [dim](off in this config)[/dim]"}.get(status, "")
         console.rule(f"[bold]stage {index}/6: {stage}[/bold] — {description}{note}")
 
     if args.force is not None and args.force not in STAGES:  # a usage error (exit 2), before any stage runs

@@ -107,7 +107,8 @@ def stage_commands(cfg: DemoConfig, out: Path) -> dict[str, Callable[[], None]]:
         from moslim.evaluation.runner import EvalConfig, run_evaluation
 
         base = _rl_base_policy(cfg)
-        wiring = [f"policy={out / 'rl' / 'final'}", f"reward_model={out / 'rm'}", f"judge={out / 'judge'}",
+        judge = [f"judge={out / 'judge'}"] if cfg.judge is not None else []
+        wiring = [f"policy={out / 'rl' / 'final'}", f"reward_model={out / 'rm'}", *judge,
                   f"out={out / 'eval'}", *([f"base_policy={base}"] if base else [])]
         run_evaluation(load_config(EvalConfig, find_config(cfg.eval.config), [*cfg.eval.overrides, *wiring]))
         _check_marker("eval", marker["eval"])
@@ -120,6 +121,11 @@ def stage_commands(cfg: DemoConfig, out: Path) -> dict[str, Callable[[], None]]:
 
     return {"models": models, "rm": lambda: reward_model("rm", cfg.rm),
             "judge": lambda: reward_model("judge", cfg.judge), "rl": rl, "eval": evaluate, "report": report}
+
+
+def is_off(stage: str, cfg: DemoConfig) -> bool:
+    """A stage the config switches off (``judge: null``)."""
+    return stage == "judge" and cfg.judge is None
 
 
 def is_done(stage: str, cfg: DemoConfig, out: Path) -> bool:
@@ -155,7 +161,8 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
     """Run the stages in order; return the ``stages.json`` record (also on failure, then re-raise).
 
     ``force`` names a stage to redo together with every stage after it (their outputs are deleted
-    first). ``announce(index, stage, description, skipped)`` is called before each stage,
+    first). ``announce(index, stage, description, status)`` is called before each stage (status: "run",
+    "reused", or "off" for a stage the config switches off),
     ``finished(stage, out)`` after each stage that ran (the CLI prints its results there).
     """
     if force is not None and force not in STAGES:
@@ -172,9 +179,14 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
     commands = stage_commands(cfg, out)
     for i, stage in enumerate(STAGES, 1):
         entry = record["stages"].get(stage, {})
+        if is_off(stage, cfg):
+            if announce:
+                announce(i, stage, DESCRIPTIONS[stage], "off")
+            record["stages"][stage] = {"status": "off"}
+            continue
         skipped = stage not in redo and is_done(stage, cfg, out)
         if announce:
-            announce(i, stage, DESCRIPTIONS[stage], skipped)
+            announce(i, stage, DESCRIPTIONS[stage], "reused" if skipped else "run")
         if skipped:
             entry["status"] = "reused"  # `seconds` keeps the time of the run that made it
             record["stages"][stage] = entry

@@ -16,6 +16,7 @@ class DemoConfig:
     out: str = "runs/demo"  # every stage writes under this folder
     models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct", "all-minilm-l6-v2"])
     rm: StageSection = field(default_factory=lambda: StageSection("configs/demo/rm.yaml"))
-    judge: StageSection = field(default_factory=lambda: StageSection("configs/demo/judge.yaml"))
+    # The independent judge model; null skips the stage (eval then judges with the exact and refusal rules only).
+    judge: StageSection | None = field(default_factory=lambda: StageSection("configs/demo/judge.yaml"))
     rl: StageSection = field(default_factory=lambda: StageSection("configs/demo/rl.yaml"))
     eval: StageSection = field(default_factory=lambda: StageSection("configs/demo/eval.yaml"))
