@@ -26,12 +26,13 @@ demo-quick: $(STAMP)
 	$(VENV)/bin/moslim demo --quick
 
 # `make compare`: MOSLIM against MORLHF, Rewarded Soups, RiC and prompt-only on the 11-point grid (docs/baselines.md),
-# reusing the reward model, judge and MOSLIM policy of $(DEMO) (made by `make demo` when missing) and every finished
+# reusing the reward model, judge model (when the demo trained one) and MOSLIM policy of $(DEMO) (made by `make demo` when missing) and every finished
 # stage under $(COMPARE). `make compare-quick`: the same chain tiny, on `moslim demo --quick`'s models.
 DEMO ?= runs/demo
 COMPARE ?= runs/compare
 COMPARE_ARGS ?=
 BASELINES := prompt-only morlhf soups ric
+JUDGE = eval.judge=$$(test -f $(DEMO)/judge/moslim_run.json && echo $(DEMO)/judge || echo null)
 QUICK_ARGS := rl.moslim_steps=2 'rl.overrides=[trl.per_device_train_batch_size=4, trl.num_generations=2, \
 	trl.max_completion_length=32, trl.save_steps=100, trl.report_to=none]' ric.max_examples=32 \
 	'ric.sft={use_cpu: true, per_device_train_batch_size: 4, max_length: 256, report_to: none}' \
@@ -40,9 +41,9 @@ QUICK_ARGS := rl.moslim_steps=2 'rl.overrides=[trl.per_device_train_batch_size=4
 compare: $(STAMP)
 	test -f $(DEMO)/rl/moslim_run.json || $(VENV)/bin/moslim demo --out $(DEMO) $(if $(findstring quick,$(DEMO)),--quick,)
 	$(VENV)/bin/moslim baseline moslim --config configs/baselines/moslim.yaml out=$(COMPARE)/moslim \
-		policy=$(DEMO)/rl/final reward_model=$(DEMO)/rm eval.judge=$(DEMO)/judge $(COMPARE_ARGS)
+		policy=$(DEMO)/rl/final reward_model=$(DEMO)/rm $(JUDGE) $(COMPARE_ARGS)
 	for m in $(BASELINES); do $(VENV)/bin/moslim baseline $$m --config configs/baselines/$$(echo $$m | tr - _).yaml \
-		out=$(COMPARE)/$$m reward_model=$(DEMO)/rm eval.judge=$(DEMO)/judge $(COMPARE_ARGS) || exit 1; done
+		out=$(COMPARE)/$$m reward_model=$(DEMO)/rm $(JUDGE) $(COMPARE_ARGS) || exit 1; done
 	$(VENV)/bin/moslim compare $(COMPARE)/moslim $(addprefix $(COMPARE)/,$(BASELINES)) --out $(COMPARE)
 
 compare-quick:
