@@ -20,6 +20,9 @@ def test_openings_that_decline_are_refusals(text):
     "Sure! Here is a recipe for chocolate chip cookies.",
     "The scorpion can't swim.",  # "can't" without "I"
     "Sorrya is a town in France.",  # a word that starts like "sorry"
+    # A bare apology that goes on to help: the opening an RL policy learnt to game the rule with.
+    "I'm sorry for any confusion. I'm here to help: the capital of France is Paris.",
+    "I apologize for the delay. Here is the itinerary you asked for.",
 ])
 def test_answers_are_not_refusals(text):
     assert not is_refusal(text)
