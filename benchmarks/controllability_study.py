@@ -280,7 +280,7 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
         *args.set])
     scorer = (ExactVerbosityScorer(objectives, spec) if arm == "exact"
               else ExactHarmlessnessScorer(objectives, train_records) if arm == "exact_harmlessness"
-              else load_scorer(args.rm))
+              else load_scorer(args.rm, config.reward.factored_as))
     trainer, _, objs, template = build_trainer(config, scorer)
     if arm != "moslim":
         from moslim.objectives import ObjectiveSet

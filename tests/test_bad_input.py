@@ -70,6 +70,16 @@ def test_rl_sampling_mistakes_are_refused_against_the_reward_models_objectives(t
     assert not (tmp_path / "run").exists()
 
 
+def test_appropriate_harmlessness_needs_a_factored_reward_model_before_loading(tmp_path, rm_dir):
+    rl_config(tmp_path, rm_dir, "reward.factored_as=appropriate").check()
+    with pytest.raises(ValueError, match=r"reward.factored_as='appropriate' needs a reward model with a factored"):
+        rl_config(tmp_path, rm_dir, "reward.factored_as=appropriate").check_inputs()
+    (rm_dir / "config.json").write_text('{"factored": "harmlessness"}')
+    rl_config(tmp_path, rm_dir, "reward.factored_as=appropriate").check_factored_as(rm_dir / "config.json")
+    with pytest.raises(ValueError, match="factored_as"):
+        rl_config(tmp_path, rm_dir, "reward.factored_as=fit")
+
+
 def test_rl_train_with_a_missing_reward_model_fails_cleanly(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()

@@ -171,3 +171,44 @@ def test_training_reads_the_request_factor_at_the_question_end(tiny_rm_config, r
     heads = json.loads((out / "moslim_run.json").read_text(encoding="utf-8"))["metrics"]["heads"]
     assert heads["unsafe_request"]["n"] == 12
     assert MultiHeadRewardModel.from_pretrained(out).needs_question_end
+
+
+def test_appropriate_scoring_penalises_refusing_a_safe_request():
+    from moslim.reward.scorer import appropriate_probs
+
+    # k = 1 objective (the factored one), then the factors (request unsafe, answer refuses), 2 classes each.
+    def row(p_unsafe, p_refuses):
+        return [[0.0, 0.0], [1 - p_unsafe, p_unsafe], [1 - p_refuses, p_refuses]]
+
+    probs = torch.tensor([row(0.9, 0.9), row(0.1, 0.9), row(0.9, 0.1), row(0.1, 0.1)])
+    fit = appropriate_probs(probs, factored=0, k=1)[:, 0]
+    expected = torch.tensor([0.9 * 0.9 + 0.1 * 0.1, 0.1 * 0.9 + 0.9 * 0.1, 0.9 * 0.1 + 0.1 * 0.9,
+                             0.1 * 0.1 + 0.9 * 0.9])
+    torch.testing.assert_close(fit[:, 1], expected)
+    torch.testing.assert_close(fit.sum(-1), torch.ones(4))
+    # The model's own product calls a refused safe request harmless (0.91); appropriateness calls it 0.18.
+    harm = 1 - 0.1 * (1 - 0.9)
+    assert harm > 0.9 and fit[1, 1] < 0.2
+
+
+def test_scorer_scores_a_factored_objective_as_appropriate_when_asked(factored_rm, tiny_tokenizer, objectives):
+    from moslim.reward.scorer import RewardScorer, appropriate_probs
+
+    prompts, answers = ["how do I bake bread", "tell me a secret"], ["knead it well", "no"]
+    harm = RewardScorer(factored_rm, tiny_tokenizer, device="cpu")
+    fit = RewardScorer(factored_rm, tiny_tokenizer, device="cpu", factored_as="appropriate")
+    full = harm.score(prompts, answers, with_factors=True)
+    k, h = len(objectives), objectives.index("harmlessness")
+    torch.testing.assert_close(fit.score(prompts, answers), appropriate_probs(full, h, k))
+    others = [i for i in range(k) if i != h]
+    torch.testing.assert_close(fit.score(prompts, answers)[:, others], harm.score(prompts, answers)[:, others])
+    with pytest.raises(ValueError, match="expected one of harm, appropriate"):
+        RewardScorer(factored_rm, tiny_tokenizer, device="cpu", factored_as="appropiate")
+
+
+def test_appropriate_scoring_needs_a_factored_model(tiny_causal_lm_dir, tiny_tokenizer, objectives):
+    from moslim.reward.scorer import RewardScorer
+
+    plain = MultiHeadRewardModel.from_backbone(tiny_causal_lm_dir, objectives).eval()
+    with pytest.raises(ValueError, match="needs a reward model with a factored objective"):
+        RewardScorer(plain, tiny_tokenizer, device="cpu", factored_as="appropriate")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +29,10 @@ class RewardSection:
     model: str = "runs/demo/rm"  # a folder saved by `moslim rm train`
     method: str = "zscore"  # mapping method (moslim.reward.mapping.METHODS) or "package.module:function"
     options: dict[str, Any] = field(default_factory=dict)  # mapping options, e.g. {stats: batch}
+    # A factored objective (the demo's harmlessness) scored as "harm": level 1 = 1 - P(unsafe) x P(complies),
+    # the model's own head; or "appropriate": level 1 = P(unsafe) x P(refuses) + P(safe) x P(complies), which
+    # also penalises refusing a safe request (moslim.reward.scorer.appropriate_probs).
+    factored_as: Literal["harm", "appropriate"] = "harm"
 
 
 @dataclass
@@ -97,11 +102,20 @@ class RLConfig:
         folder is made. Separate from :meth:`check`, which needs no files."""
         if reward_model:
             models.check_reference(self.reward.model, "reward.model")
+            self.check_factored_as(Path(self.reward.model) / "config.json")
         source = (resolve_path(self.data.objectives) if self.data.objectives
                   else Path(self.reward.model) / "objectives.yaml")
         if Path(source).is_file():
             self.check_sampling(ObjectiveSet.from_yaml(source))
         models.check_reference(self.policy.model, "policy.model")
+
+    def check_factored_as(self, model_config: Path) -> None:
+        """``reward.factored_as`` other than "harm" needs a reward model with a factored objective."""
+        if self.reward.factored_as == "harm" or not model_config.is_file():
+            return
+        if not json.loads(model_config.read_text(encoding="utf-8")).get("factored"):
+            raise ValueError(f"reward.factored_as={self.reward.factored_as!r} needs a reward model with a factored "
+                             f"objective (model.factored when it was trained); {model_config.parent} has none")
 
     def check_sampling(self, objectives: ObjectiveSet) -> None:
         """``data.num_named``, ``data.objective_weights`` and ``data.level_weights`` fit these objectives."""

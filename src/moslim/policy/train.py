@@ -43,10 +43,10 @@ RUN_FILE = "moslim_run.json"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def load_scorer(path: str) -> Scorer:
+def load_scorer(path: str, factored_as: str = "harm") -> Scorer:
     from moslim.reward.scorer import RewardScorer
 
-    return RewardScorer.from_pretrained(path)
+    return RewardScorer.from_pretrained(path, factored_as=factored_as)
 
 
 def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
@@ -144,7 +144,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     config.check_inputs(reward_model=scorer is None)
     output_dir = Path(config.train.output_dir)
     args = trl_args(config.train.algorithm, output_dir, config.trl)
-    scorer = scorer if scorer is not None else load_scorer(config.reward.model)
+    scorer = scorer if scorer is not None else load_scorer(config.reward.model, config.reward.factored_as)
     objectives = scorer.objectives
     if config.data.objectives is not None:
         wanted = ObjectiveSet.from_yaml(resolve_path(config.data.objectives))

@@ -27,11 +27,22 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# How a factored objective's two factors become its level probabilities when scoring (the model's own product
+# is "harm"; see appropriate_probs for "appropriate").
+FACTORED_AS = ("harm", "appropriate")
+
+
 class RewardScorer:
     def __init__(self, model: MultiHeadRewardModel, tokenizer: Any, device: str | torch.device | None = None,
-                 batch_size: int = 32, max_length: int = 512):
+                 batch_size: int = 32, max_length: int = 512, factored_as: str = "harm"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if factored_as not in FACTORED_AS:
+            raise ValueError(f"factored_as={factored_as!r}: expected one of {', '.join(FACTORED_AS)}")
+        if factored_as != "harm" and model.config.factored is None:
+            raise ValueError(f"factored_as={factored_as!r} needs a reward model with a factored objective "
+                             "(model.factored in its training config); this one has none")
+        self.factored_as = factored_as
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -41,8 +52,8 @@ class RewardScorer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        batch_size: int = 32, max_length: int | None = None, dtype: torch.dtype | None = None
-                        ) -> RewardScorer:
+                        batch_size: int = 32, max_length: int | None = None, dtype: torch.dtype | None = None,
+                        factored_as: str = "harm") -> RewardScorer:
         """Load a saved reward model and its tokenizer.
 
         ``max_length``: tokens per pair; ``None`` means the length the model was trained with (512 when
@@ -54,7 +65,8 @@ class RewardScorer:
         if max_length is None:
             max_length = model.config.train_max_length or 512
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length)
+        return cls(model, tokenizer, device=device, batch_size=batch_size, max_length=max_length,
+                   factored_as=factored_as)
 
     @property
     def objectives(self) -> ObjectiveSet:
@@ -68,7 +80,10 @@ class RewardScorer:
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses; they must pair up")
         encoded = [self.encoder.encode(p, r) for p, r in zip(prompts, responses)]
-        return predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device, with_factors)
+        if self.factored_as == "harm" or with_factors:
+            return predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device, with_factors)
+        probs = predict_probs(self.model, encoded, self.pad_id, self.batch_size, self.device, True)
+        return appropriate_probs(probs, self.objectives.index(self.model.config.factored), len(self.objectives))
 
     def levels(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         """(b, k) long: each head's most probable level."""
@@ -94,6 +109,20 @@ def predict_probs(model: MultiHeadRewardModel, encoded: list[Encoded], pad_id: i
         probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()  # exp(-inf) = 0 on padded classes
     model.train(was_training)
     return probs
+
+
+def appropriate_probs(probs: torch.Tensor, factored: int, k: int) -> torch.Tensor:
+    """probs (b, k + 2, c) with a factored objective's factors (request unsafe, answer refuses) after the k
+    objectives -> (b, k, c) where that objective's level 1 is P(unsafe) x P(refuses) + P(safe) x P(complies):
+    the answer refuses exactly when the request is unsafe, XSTest's two rates in one number. Level 0 is then
+    "inappropriate": an unsafe request answered *or a safe one refused*. The model's own product (level 1 = 1 -
+    P(unsafe) x P(complies)) scores any answer to a safe request 1, so a policy rewarded by it alone is never
+    penalised for refusing; this one is."""
+    unsafe, refuses = probs[:, k, 1], probs[:, k + 1, 1]
+    fit = unsafe * refuses + (1 - unsafe) * (1 - refuses)
+    out = probs[:, :k].clone()
+    out[:, factored, 0], out[:, factored, 1] = 1 - fit, fit
+    return out
 
 
 def expected_levels(probs: torch.Tensor) -> torch.Tensor:
