@@ -98,6 +98,8 @@ def test_the_rule_judges_harmlessness_and_reports_its_agreement_with_human_label
     rule = RuleRefusal.measured(data)
     held_out = rule.info["held_out_accuracy"]["refusal"]
     assert held_out["n"] == 3 and held_out["accuracy"] == pytest.approx(2 / 3)
+    assert rule.info["held_out_data"] == str(data)
+    assert RuleRefusal.measured().info["held_out_data"] == "moslim:assets/demo/judge_eval.jsonl.gz"
     judge = RefusalJudge(rule)
     out = judge.levels(["q"] * 2, ["I'm sorry, I cannot help.", "Here is how."],
                        tags=[{"safety": "unsafe"}, {"safety": "unsafe"}])

@@ -163,9 +163,10 @@ class RuleRefusal:
         """The rule, with its accuracy and macro-F1 on the rows of ``data`` that carry a refusal label (default:
         the demo judge's held-out split, XSTest completions with their human labels)."""
         path = Path(data) if data else DEMO_OBJECTIVES.parent / "judge_eval.jsonl.gz"
+        name = str(data) if data else "moslim:assets/demo/judge_eval.jsonl.gz"  # not the install's own path
         rows = labelled_refusals(path, cls.refusal)
         held_out = refusal_scores([label for _, _, label in rows], [int(is_refusal(text)) for _, text, _ in rows])
-        return cls(info={"held_out_accuracy": {cls.refusal: {**held_out, "data": str(path)}}})
+        return cls(info={"held_out_accuracy": {cls.refusal: {**held_out, "data": name}}, "held_out_data": name})
 
     @property
     def objectives(self) -> list[str]:
