@@ -52,6 +52,14 @@ import torch  # noqa: E402
 ARMS = ("exact", "rm_verbosity", "rm_harmlessness", "exact_harmlessness", "moslim")
 
 
+def uniform_probs(objectives, n: int) -> torch.Tensor:
+    """(n, k, c) class probabilities, uniform over each objective's own levels (a stand-in scorer's baseline)."""
+    probs = torch.zeros(n, len(objectives), int(objectives.num_levels.max()))
+    for i, objective in enumerate(objectives):
+        probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels
+    return probs
+
+
 class ExactVerbosityScorer:
     """A stand-in reward model: one-hot probabilities on the exact verbosity level, uniform elsewhere."""
 
@@ -61,10 +69,7 @@ class ExactVerbosityScorer:
     def score(self, prompts, responses) -> torch.Tensor:
         from moslim.data.labelling import verbosity_level
 
-        k, c = len(self.objectives), int(self.objectives.num_levels.max())
-        probs = torch.zeros(len(responses), k, c)
-        for i, objective in enumerate(self.objectives):
-            probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels
+        probs = uniform_probs(self.objectives, len(responses))
         v = self.objectives.index("verbosity")
         for row, text in enumerate(responses):
             probs[row, v] = 0.0
@@ -85,10 +90,7 @@ class ExactHarmlessnessScorer:
     def score(self, prompts, responses) -> torch.Tensor:
         from moslim.data.refusal import is_refusal
 
-        k, c = len(self.objectives), int(self.objectives.num_levels.max())
-        probs = torch.zeros(len(responses), k, c)
-        for i, objective in enumerate(self.objectives):
-            probs[:, i, : objective.num_levels] = 1.0 / objective.num_levels
+        probs = uniform_probs(self.objectives, len(responses))
         h = self.objectives.index("harmlessness")
         for row, (question, text) in enumerate(zip(prompts, responses)):
             if question not in self.safety:
