@@ -100,6 +100,9 @@ class ExactHarmlessnessScorer:
         return probs
 
 
+HARM_VALIDATION = 64  # extra held-out prompts for harmlessness (scripts/build_policy_answers.py keeps them out)
+
+
 def split_prompts(seed: int, validation: int, harm_validation: int = 0):
     """RL prompts, validation prompts and extra harmlessness validation prompts, all from the demo's training
     prompt set (disjoint). The extra ones (3/4 unsafe) are drawn from the prompts whose base-policy answers are
@@ -316,7 +319,7 @@ def main() -> None:
                                                     "the string-match refusal rule (moslim.data.refusal)")
     parser.add_argument("--steps", type=int, default=30, help="GRPO steps per arm (the same for every arm)")
     parser.add_argument("--validation", type=int, default=32, help="validation prompts (half safe, half unsafe)")
-    parser.add_argument("--harm-validation", type=int, default=64,
+    parser.add_argument("--harm-validation", type=int, default=HARM_VALIDATION,
                         help="more held-out prompts (3/4 unsafe) for the harmlessness evaluation only")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--arms", default=",".join(ARMS),

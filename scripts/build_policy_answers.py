@@ -1,6 +1,8 @@
-"""Answers of the base policy to the demo's RL training prompts, for the reward model's training split.
+"""Answers of the policy to the demo's RL training prompts, for the reward model's training split.
 
     .venv/bin/python scripts/build_policy_answers.py            # ~13 minutes on 2 cores
+    .venv/bin/python scripts/build_policy_answers.py --kind refusals
+    .venv/bin/python scripts/build_policy_answers.py --kind rl --policy runs/study-harm2/rm_harmlessness/final
     .venv/bin/moslim data build-demo --source /work/shared/data  # folds them into rm_train.jsonl.gz
 
 The demo's reward model learns from other models' answers (AlpacaEval, XSTest), but RL shows it the
@@ -12,9 +14,18 @@ drawn as `configs/demo/rl.yaml` draws it, temperature 1.0, 128 new tokens), and 
 no model: the prompt set's known safety (``prompt_safety``, the request factor) and the exact word count
 (verbosity). Whether an answer refuses is left unlabelled.
 
-The controllability study's 32 validation prompts are left out, so the study measures the reward model on
-requests it never saw. Seeded: the same command writes the same file on the same machine and torch build.
-Writes ``src/moslim/assets/demo/policy_answers.jsonl.gz`` (rows: id, prompt, response, source, tags).
+Two more kinds, because SmolLM2 almost never refuses (8 of those 800 answers) and RL finds where the reward
+model's refusal factor errs (docs/study.md, "Refusal"):
+- ``--kind refusals``: refusals in SmolLM2's own words. The assistant's turn is opened with one of
+  REFUSAL_OPENINGS and the base model writes the rest (``answer_prefix``), on unsafe and some safe prompts.
+- ``--kind rl``: the answers of an RL policy (``--policy``; by default the study's ``rm_harmlessness`` arm, which
+  learnt to open with an apology and then help) under harmlessness-only preferences: the answers that fooled
+  the reward model, labelled by the rule in build-demo like every other answer here.
+
+The controllability study's validation prompts (32, and the 64 more held out for harmlessness) are left out, so the
+study measures the reward model on requests it never saw. Seeded: the same command writes the same file on the
+same machine and torch build. Writes ``src/moslim/assets/demo/<kind's file>`` (rows: id, prompt, response,
+source, tags); the id is ``<kind>/<prompt id>``.
 """
 
 from __future__ import annotations
@@ -26,18 +37,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-OUT = Path(__file__).parents[1] / "src/moslim/assets/demo/policy_answers.jsonl.gz"
+DEMO = Path(__file__).parents[1] / "src/moslim/assets/demo"
+# Openings of a refusal as SmolLM2 words its own (its rare refusals excuse themselves by capability or policy).
+REFUSAL_OPENINGS = ("I'm sorry, but I can't", "I can't help with", "I cannot provide", "I'm not able to help",
+                    "As an AI, I can't", "I'm unable to", "I won't", "I'm sorry, but I cannot")
+KINDS = {  # kind: (file, id prefix, default unsafe / safe prompt counts, tokens)
+    "base": ("policy_answers.jsonl.gz", "smollm2", 600, 200, 128),
+    "refusals": ("policy_refusals.jsonl.gz", "smollm2-prefilled", 300, 100, 96),
+    "rl": ("policy_rl_answers.jsonl.gz", "grpo-study", 400, 100, 128),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unsafe", type=int, default=600, help="unsafe prompts to answer (seeded subset)")
-    parser.add_argument("--safe", type=int, default=200, help="safe prompts to answer (seeded subset)")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="base",
+                        help="base: the base policy's answers; refusals: answers opened with a refusal and "
+                             "continued by the base policy; rl: the answers of --policy")
+    parser.add_argument("--policy", default="runs/study-harm2/rm_harmlessness/final",
+                        help="--kind rl: the RL policy folder (benchmarks/controllability_study.py's arm)")
+    parser.add_argument("--unsafe", type=int, help="unsafe prompts to answer (seeded subset; default per kind)")
+    parser.add_argument("--safe", type=int, help="safe prompts to answer (seeded subset; default per kind)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, help="default: src/moslim/assets/demo/<the kind's file>")
     args = parser.parse_args()
+    file, id_prefix, unsafe, safe, tokens = KINDS[args.kind]
 
-    from controllability_study import split_prompts
+    from controllability_study import HARM_VALIDATION, split_prompts
 
     from moslim.data.readers import write_jsonl
     from moslim.data.schema import prompt_text
@@ -47,23 +72,33 @@ def main() -> None:
     from moslim.reward.data import read_objectives
 
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    train, _validation, _ = split_prompts(0, 32)
-    rng = random.Random(0)
+    # The study's validation prompts stay out (split_prompts(0, 32, ...) is how the study draws them).
+    train, _validation, _harm_validation = split_prompts(0, 32, HARM_VALIDATION if args.kind != "base" else 0)
+    rng = random.Random({"base": 0, "refusals": 1, "rl": 2}[args.kind])
     chosen = []
-    for safety, count in (("unsafe", args.unsafe), ("safe", args.safe)):
+    for safety, count in (("unsafe", args.unsafe or unsafe), ("safe", args.safe or safe)):
         pool = [r for r in train if r.tags.get("safety") == safety]
         chosen += rng.sample(pool, min(count, len(pool)))
     chosen.sort(key=lambda r: r.id)
-    sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]}, seed=0)
+    if args.kind == "rl":  # the study arm's preferences: harmlessness alone, level 1 (harmless) or 0
+        sampler = PreferenceSampler(objectives, num_named=1, seed=0,
+                                    objective_weights={"helpfulness": 0, "verbosity": 0})
+    else:
+        sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]}, seed=0)
     preferences = [sampler.sample() for _ in chosen]
-    answers = generate_completions(resolve("smollm2-135m-instruct"), [prompt_text(r.prompt) for r in chosen],
-                                   preferences, objectives=objectives, max_new_tokens=128, temperature=1.0,
-                                   top_p=1.0, num_samples=1, seed=0, batch_size=args.batch_size)
-    rows = [{"id": f"smollm2/{r.id}", "prompt": r.prompt, "response": a[0], "source": "smollm2-135m-instruct",
+    openings = [rng.choice(REFUSAL_OPENINGS) if args.kind == "refusals" else "" for _ in chosen]
+    policy = args.policy if args.kind == "rl" else resolve("smollm2-135m-instruct")
+    answers = generate_completions(policy, [prompt_text(r.prompt) for r in chosen], preferences,
+                                   objectives=objectives, max_new_tokens=tokens, temperature=1.0, top_p=1.0,
+                                   num_samples=1, seed=0, batch_size=args.batch_size, answer_prefix=openings)
+    source = {"base": "smollm2-135m-instruct", "refusals": "smollm2-135m-instruct, refusal opening prefilled",
+              "rl": f"GRPO policy {args.policy}"}[args.kind]
+    rows = [{"id": f"{id_prefix}/{r.id}", "prompt": r.prompt, "response": a[0], "source": source,
              "tags": {"safety": r.tags["safety"], "origin": r.tags.get("origin"), "preference": p.to_string()}}
             for r, p, a in zip(chosen, preferences, answers) if a[0].strip()]
-    write_jsonl(args.out, rows)
-    print(f"wrote {len(rows)} answers to {args.out}")
+    out = args.out or DEMO / file
+    write_jsonl(out, rows)
+    print(f"wrote {len(rows)} answers to {out}")
 
 
 if __name__ == "__main__":

@@ -198,3 +198,22 @@ def test_policy_answers_fold_into_rm_train_with_model_free_labels(mini_source, m
     write_jsonl(tmp_path / POLICY_ANSWERS, rows)
     with pytest.raises(ValueError, match="not an RL training prompt"):
         build_demo(mini_source, tmp_path, SMALL)
+
+
+def test_every_policy_answer_file_folds_into_rm_train(mini_source, mini_demo, tmp_path):
+    from moslim.data.demo import POLICY_ANSWER_FILES
+    from moslim.data.readers import write_jsonl
+
+    _, _, prompts = read_all(mini_demo)
+    unsafe = [p for p in prompts["prompts_train"] if p.tags["safety"] == "unsafe"][0]
+    # The same prompt in each file (base answer, prefilled refusal, an RL policy's answer): each kind its own row.
+    answers = {"smollm2": "word " * 5, "smollm2-prefilled": "I won't help with making that.",
+               "grpo-study": "I'm sorry for any confusion. Here is how: " + "word " * 5}
+    for name, (prefix, text) in zip(POLICY_ANSWER_FILES, answers.items()):
+        write_jsonl(tmp_path / name, [{"id": f"{prefix}/{unsafe.id}", "prompt": unsafe.prompt, "response": text,
+                                       "source": prefix}])
+    build_demo(mini_source, tmp_path, SMALL)
+    _, splits, _ = read_all(tmp_path)
+    added = {e.id: e.labels["refusal"] for e in splits["rm_train"] if e.source in answers}
+    # The rule labels each: the prefilled opening refuses, the RL policy's apology that goes on helping does not.
+    assert added == {f"smollm2/{unsafe.id}": 0, f"smollm2-prefilled/{unsafe.id}": 1, f"grpo-study/{unsafe.id}": 0}

@@ -77,3 +77,20 @@ def test_preference_count_must_match_questions(policy_dir):
 def test_out_of_range_preference_is_rejected(policy_dir):
     with pytest.raises(ValueError, match="out of range"):
         generate_completions(policy_dir, ["a"], "verbosity=9", max_new_tokens=2)
+
+
+def test_answer_prefix_opens_every_answer_and_is_continued(policy_dir):
+    questions = ["what is water ?", "how can i help you ?"]
+    prefixes = ["I'm sorry, but", "Water is"]
+    kwargs = dict(temperature=0, max_new_tokens=4, progress=False)
+    fast = generate_completions(policy_dir, questions, "verbosity=1", answer_prefix=prefixes, engine="fast", **kwargs)
+    stock = generate_completions(policy_dir, questions, "verbosity=1", answer_prefix=prefixes, engine="stock",
+                                 **kwargs)
+    for prefix, got in zip(prefixes, stock):
+        assert got[0].startswith(prefix)
+    assert fast == stock  # greedy: both engines continue the same prefixed prompt the same way
+
+
+def test_answer_prefix_count_must_match_questions(policy_dir):
+    with pytest.raises(ValueError, match="2 questions but 3 answer prefixes"):
+        generate_completions(policy_dir, ["a", "b"], "", answer_prefix=["x", "y", "z"], max_new_tokens=2)

@@ -38,10 +38,12 @@ from moslim.objectives import Objective, ObjectiveSet
 logger = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-# Not rebuilt from the public data: the base policy's own answers to RL training prompts, sampled once by
-# scripts/build_policy_answers.py into the output folder; build-demo folds them into rm_train (when the file is
-# there) with the labels that need no model.
+# Not rebuilt from the public data: the policy's own answers to RL training prompts, sampled once by
+# scripts/build_policy_answers.py into the output folder (the base policy's answers; refusals it continued from
+# a prefilled opening; an RL policy's answers); build-demo folds each file that is there into rm_train with the
+# labels that need no model.
 POLICY_ANSWERS = "policy_answers.jsonl.gz"
+POLICY_ANSWER_FILES = (POLICY_ANSWERS, "policy_refusals.jsonl.gz", "policy_rl_answers.jsonl.gz")
 FILES = ("objectives.yaml", "judge_objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz",
          "rm_eval.jsonl.gz", "judge_eval.jsonl.gz",
          "pairs_train.jsonl.gz", "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl",
@@ -357,7 +359,8 @@ def build_demo(source: str | Path, out: str | Path = DEMO_DIR, settings: DemoSet
 
     progress("building prompt sets")
     prompts_train, prompts_eval = build_prompts(source, groups, xstest_prompts, settings)
-    splits["rm_train"] += policy_answers(out / POLICY_ANSWERS, prompts_train, spec)
+    for name in POLICY_ANSWER_FILES:
+        splits["rm_train"] += policy_answers(out / name, prompts_train, spec)
     check_disjoint(splits, prompts_train, prompts_eval)
 
     progress("writing files")

@@ -79,7 +79,8 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
                          objectives: ObjectiveSet | None = None, template: PromptTemplate | None = None,
                          max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.95,
                          num_samples: int = 1, seed: int = 0, batch_size: int = 8,
-                         tokenizer=None, progress: bool = True, engine: str = "auto") -> list[list[str]]:
+                         tokenizer=None, progress: bool = True, engine: str = "auto",
+                         answer_prefix: str | Sequence[str] = "") -> list[list[str]]:
     """``num_samples`` completions per question: list (questions) of list (samples) of str.
 
     ``policy_path_or_model`` is a folder / built-in name, or a loaded model (pass its ``tokenizer``).
@@ -87,6 +88,8 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
     ``temperature`` 0 decodes greedily. The same seed gives the same completions (per engine).
     ``engine``: "fast" (``moslim.policy.fast.generate_batch``), "stock" (``model.generate``) or "auto"
     (fast on CPU, stock elsewhere): the values of RL's ``train.rollout``.
+    ``answer_prefix`` (one, or one per question) opens the assistant's turn: the model continues it, and each
+    completion returned starts with it (a prefilled answer, e.g. the opening of a refusal).
     """
     from moslim.policy import fast
 
@@ -101,10 +104,24 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
         tokenizer.padding_side = "left"
     objectives, template = policy_setting(folder, objectives, template)
     prefs = _as_preferences(preferences, len(questions), objectives)
-    prompts = render_prompts(tokenizer, questions, prefs, objectives, template)
+    prefixes = [answer_prefix] * len(questions) if isinstance(answer_prefix, str) else list(answer_prefix)
+    if len(prefixes) != len(questions):
+        raise ValueError(f"got {len(questions)} questions but {len(prefixes)} answer prefixes; pass one, or one "
+                         f"per question")
+    prompts = [p + pre for p, pre in zip(render_prompts(tokenizer, questions, prefs, objectives, template),
+                                         prefixes)]
     if engine == "fast" or (engine == "auto" and fast.use_fast_path("auto", model.device)):
-        return _generate_fast(model, tokenizer, prompts, max_new_tokens, temperature, top_p, num_samples, seed,
+        raw = _generate_fast(model, tokenizer, prompts, max_new_tokens, temperature, top_p, num_samples, seed,
+                             batch_size, progress)
+    else:
+        raw = _generate_stock(model, tokenizer, prompts, max_new_tokens, temperature, top_p, num_samples, seed,
                               batch_size, progress)
+    return [[(pre + t).strip() for t in samples] for pre, samples in zip(prefixes, raw)]
+
+
+def _generate_stock(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
+                    num_samples: int, seed: int, batch_size: int, progress: bool) -> list[list[str]]:
+    """``model.generate`` over batches of prompts: the decoded new text of each sample, unstripped."""
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
         {"do_sample": False}
     torch.manual_seed(seed)
@@ -117,7 +134,7 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
             out = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
                                  pad_token_id=tokenizer.pad_token_id, **sampling)  # (rows * samples, t)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        completions += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
+        completions += [texts[i:i + num_samples] for i in range(0, len(texts), num_samples)]
         bar.update(batch["input_ids"].shape[0])
     bar.close()
     return completions
@@ -125,7 +142,7 @@ def generate_completions(policy_path_or_model, questions: Sequence, preferences=
 
 def _generate_fast(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                    num_samples: int, seed: int, batch_size: int, progress: bool) -> list[list[str]]:
-    """The same completions' distribution through ``fast.generate_batch`` (each prompt prefilled once)."""
+    """The same completions' distribution through ``fast.generate_batch`` (each prompt prefilled once), unstripped."""
     from moslim.policy.fast import generate_batch
 
     generator = torch.Generator().manual_seed(seed)
@@ -137,7 +154,7 @@ def _generate_fast(model, tokenizer, prompts: list[str], max_new_tokens: int, te
         completion_ids, _ = generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
                                            temperature=temperature, top_p=top_p, generator=generator)
         texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        completions += [[t.strip() for t in texts[i:i + num_samples]] for i in range(0, len(texts), num_samples)]
+        completions += [texts[i:i + num_samples] for i in range(0, len(texts), num_samples)]
         bar.update(len(rows) // num_samples)
     bar.close()
     return completions
