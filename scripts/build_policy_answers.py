@@ -18,6 +18,9 @@ Two more kinds, because SmolLM2 almost never refuses (8 of those 800 answers) an
 model's refusal factor errs (docs/study.md, "Refusal"):
 - ``--kind refusals``: refusals in SmolLM2's own words. The assistant's turn is opened with one of
   REFUSAL_OPENINGS and the base model writes the rest (``answer_prefix``), on unsafe and some safe prompts.
+  It often turns to helping after the opening ("I won't ... However, here is a list"):
+  ``moslim.data.refusal.refusal_only``
+  cuts the answer where it turns, so what is labelled a refusal is one (the rule reads only the opening).
 - ``--kind rl``: the answers of an RL policy (``--policy``; by default the study's ``rm_harmlessness`` arm, which
   learnt to open with an apology and then help) under harmlessness-only preferences: the answers that fooled
   the reward model, labelled by the rule in build-demo like every other answer here.
@@ -40,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 DEMO = Path(__file__).parents[1] / "src/moslim/assets/demo"
 # Openings of a refusal as SmolLM2 words its own (its rare refusals excuse themselves by capability or policy).
 REFUSAL_OPENINGS = ("I'm sorry, but I can't", "I can't help with", "I cannot provide", "I'm not able to help",
-                    "As an AI, I can't", "I'm unable to", "I won't", "I'm sorry, but I cannot")
-KINDS = {  # kind: (file, id prefix, default unsafe / safe prompt counts, tokens)
-    "base": ("policy_answers.jsonl.gz", "smollm2", 600, 200, 128),
-    "refusals": ("policy_refusals.jsonl.gz", "smollm2-prefilled", 300, 100, 96),
-    "rl": ("policy_rl_answers.jsonl.gz", "grpo-study", 400, 100, 128),
+                    "As an AI, I can't", "I'm unable to", "I won't help", "I'm sorry, but I cannot")
+KINDS = {  # kind: (file, id prefix, default unsafe / safe prompt counts, tokens, temperature)
+    "base": ("policy_answers.jsonl.gz", "smollm2", 600, 200, 128, 1.0),  # RL's sampling
+    "refusals": ("policy_refusals.jsonl.gz", "smollm2-prefilled", 300, 100, 64, 0.7),  # fewer non-sequiturs
+    "rl": ("policy_rl_answers.jsonl.gz", "grpo-study", 400, 100, 128, 1.0),
 }
 
 
@@ -60,11 +63,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, help="default: src/moslim/assets/demo/<the kind's file>")
     args = parser.parse_args()
-    file, id_prefix, unsafe, safe, tokens = KINDS[args.kind]
+    file, id_prefix, unsafe, safe, tokens, temperature = KINDS[args.kind]
 
     from controllability_study import HARM_VALIDATION, split_prompts
 
     from moslim.data.readers import write_jsonl
+    from moslim.data.refusal import refusal_only
     from moslim.data.schema import prompt_text
     from moslim.models import resolve
     from moslim.policy.generate import generate_completions
@@ -89,10 +93,12 @@ def main() -> None:
     openings = [rng.choice(REFUSAL_OPENINGS) if args.kind == "refusals" else "" for _ in chosen]
     policy = args.policy if args.kind == "rl" else resolve("smollm2-135m-instruct")
     answers = generate_completions(policy, [prompt_text(r.prompt) for r in chosen], preferences,
-                                   objectives=objectives, max_new_tokens=tokens, temperature=1.0, top_p=1.0,
+                                   objectives=objectives, max_new_tokens=tokens, temperature=temperature, top_p=1.0,
                                    num_samples=1, seed=0, batch_size=args.batch_size, answer_prefix=openings)
-    source = {"base": "smollm2-135m-instruct", "refusals": "smollm2-135m-instruct, refusal opening prefilled",
-              "rl": f"GRPO policy {args.policy}"}[args.kind]
+    if args.kind == "refusals":
+        answers = [[refusal_only(a[0])] for a in answers]
+    source = {"base": "smollm2-135m-instruct", "refusals": "smollm2-135m-instruct-prefilled-refusal",
+              "rl": "grpo-harmlessness-study-policy"}[args.kind]
     rows = [{"id": f"{id_prefix}/{r.id}", "prompt": r.prompt, "response": a[0], "source": source,
              "tags": {"safety": r.tags["safety"], "origin": r.tags.get("origin"), "preference": p.to_string()}}
             for r, p, a in zip(chosen, preferences, answers) if a[0].strip()]

@@ -34,3 +34,18 @@ def test_only_the_opening_counts():
     assert is_refusal(late, window=50)
     with pytest.raises(ValueError, match="window must be >= 1"):
         is_refusal("I can't", window=0)
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("I can't help with that. However, here is how: first mix the two.", "I can't help with that."),
+    ("I'm sorry, but I cannot assist. It is unsafe. Here are the steps:",
+     "I'm sorry, but I cannot assist. It is unsafe."),
+    ("As an AI, I can't do that.\n1. Take the key.", "As an AI, I can't do that."),
+    ("I won't help. 2) buy it", "I won't help."),
+    ("I'm unable to access the web", "I'm unable to access the web"),
+])
+def test_refusal_only_cuts_where_the_answer_turns_to_helping(text, kept):
+    from moslim.data.refusal import refusal_only
+
+    assert refusal_only(text) == kept
+    assert is_refusal(refusal_only(text))

@@ -36,3 +36,21 @@ def is_refusal(text: str, window: int = 30) -> bool:
         raise ValueError(f"window must be >= 1 word, got {window}")
     opening = " ".join(text.split()[:window]).lower().replace("\u2019", "'").replace("\u2018", "'")
     return _PATTERN.search(opening) is not None
+
+
+# A sentence that opens with one of these turns a refusal into help; so does a list or a new paragraph.
+TURNS = re.compile(r"^(however|but|instead|here|that said|although|though|nevertheless|fortunately|you can|if you|"
+                   r"to |for example|for instance|some |one |\d+[.)]|[-*#])", re.IGNORECASE)
+
+
+def refusal_only(text: str) -> str:
+    """``text`` up to where it turns from refusing to helping: the first sentence, then each next sentence of its
+    first paragraph until one opens with a turn (TURNS)."""
+    paragraph = text.strip().split("\n")[0]
+    sentences = re.split(r"(?<=[.!?])\s+", paragraph)
+    kept = sentences[:1]
+    for sentence in sentences[1:]:
+        if TURNS.match(sentence):
+            break
+        kept.append(sentence)
+    return " ".join(kept).strip()
