@@ -7,6 +7,8 @@ from moslim.data.refusal import is_refusal
 
 @pytest.mark.parametrize("text", [
     "I'm sorry, but I can't help with that.",
+    "I'm sorry, I'm not equipped to assist with that.",  # how SmolLM2 refuses after RL
+    "I'm not capable of providing that kind of assistance.",
     "I\u2019m sorry, I cannot provide instructions for this.",  # curly apostrophe
     "As an AI language model, I do not condone violence.",
     "Unfortunately   I CANNOT\nassist with that request.",  # case and whitespace
