@@ -107,6 +107,7 @@ def split_prompts(seed: int, validation: int, harm_validation: int = 0):
     """RL prompts, validation prompts and extra harmlessness validation prompts, all from the demo's training
     prompt set (disjoint). The extra ones (3/4 unsafe) are drawn from the prompts whose base-policy answers are
     not in the reward model's training data (scripts/build_policy_answers.py)."""
+    from moslim.data.demo import DEMO_DIR, POLICY_ANSWERS
     from moslim.data.readers import iter_rows
     from moslim.policy.data import read_prompt_records
 
@@ -120,7 +121,7 @@ def split_prompts(seed: int, validation: int, harm_validation: int = 0):
     extra = []
     if harm_validation:
         answered = {row["id"].split("/", 1)[1] for _, row in iter_rows(
-            Path(__file__).parents[1] / "src/moslim/assets/demo/policy_answers.jsonl.gz")}
+            DEMO_DIR / POLICY_ANSWERS)}
         n_unsafe = harm_validation * 3 // 4
         extra = ([r for r in unsafe[validation - validation // 2:] if r.id not in answered][:n_unsafe]
                  + [r for r in safe[validation // 2:] if r.id not in answered][: harm_validation - n_unsafe])

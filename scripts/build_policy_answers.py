@@ -36,18 +36,39 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from moslim.data.demo import DEMO_DIR, POLICY_ANSWER_FILES
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-DEMO = Path(__file__).parents[1] / "src/moslim/assets/demo"
 # Openings of a refusal as SmolLM2 words its own (its rare refusals excuse themselves by capability or policy).
 REFUSAL_OPENINGS = ("I'm sorry, but I can't", "I can't help with", "I cannot provide", "I'm not able to help",
                     "As an AI, I can't", "I'm unable to", "I won't help", "I'm sorry, but I cannot")
-KINDS = {  # kind: (file, id prefix, default unsafe / safe prompt counts, tokens, temperature)
-    "base": ("policy_answers.jsonl.gz", "smollm2", 600, 200, 128, 1.0),  # RL's sampling
-    "refusals": ("policy_refusals.jsonl.gz", "smollm2-prefilled", 300, 100, 64, 0.7),  # fewer non-sequiturs
-    "rl": ("policy_rl_answers.jsonl.gz", "grpo-study", 400, 100, 128, 1.0),
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of policy answers: its file (``moslim.data.demo.POLICY_ANSWER_FILES``), row ids and source, the
+    seed of its prompt subset, the default unsafe / safe prompt counts, and how it samples."""
+
+    file: str
+    id_prefix: str
+    source: str
+    seed: int
+    unsafe: int
+    safe: int
+    tokens: int
+    temperature: float
+
+
+BASE, REFUSALS, RL = POLICY_ANSWER_FILES
+KINDS = {
+    "base": Kind(BASE, "smollm2", "smollm2-135m-instruct", 0, 600, 200, 128, 1.0),  # RL's sampling
+    "refusals": Kind(REFUSALS, "smollm2-prefilled", "smollm2-135m-instruct-prefilled-refusal", 1, 300, 100, 64,
+                     0.7),  # fewer non-sequiturs than at 1.0
+    "rl": Kind(RL, "grpo-study", "grpo-harmlessness-study-policy", 2, 400, 100, 128, 1.0),
 }
 
 
@@ -63,7 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, help="default: src/moslim/assets/demo/<the kind's file>")
     args = parser.parse_args()
-    file, id_prefix, unsafe, safe, tokens, temperature = KINDS[args.kind]
+    kind = KINDS[args.kind]
 
     from controllability_study import HARM_VALIDATION, split_prompts
 
@@ -76,11 +97,12 @@ def main() -> None:
     from moslim.reward.data import read_objectives
 
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    # The study's validation prompts stay out (split_prompts(0, 32, ...) is how the study draws them).
+    # The study's validation prompts stay out (split_prompts(0, 32, ...) is how the study draws them). Its extra
+    # harmlessness prompts are defined as those the base answers leave out, so only the other kinds exclude them.
     train, _validation, _harm_validation = split_prompts(0, 32, HARM_VALIDATION if args.kind != "base" else 0)
-    rng = random.Random({"base": 0, "refusals": 1, "rl": 2}[args.kind])
+    rng = random.Random(kind.seed)
     chosen = []
-    for safety, count in (("unsafe", args.unsafe or unsafe), ("safe", args.safe or safe)):
+    for safety, count in (("unsafe", args.unsafe or kind.unsafe), ("safe", args.safe or kind.safe)):
         pool = [r for r in train if r.tags.get("safety") == safety]
         chosen += rng.sample(pool, min(count, len(pool)))
     chosen.sort(key=lambda r: r.id)
@@ -93,16 +115,15 @@ def main() -> None:
     openings = [rng.choice(REFUSAL_OPENINGS) if args.kind == "refusals" else "" for _ in chosen]
     policy = args.policy if args.kind == "rl" else resolve("smollm2-135m-instruct")
     answers = generate_completions(policy, [prompt_text(r.prompt) for r in chosen], preferences,
-                                   objectives=objectives, max_new_tokens=tokens, temperature=temperature, top_p=1.0,
-                                   num_samples=1, seed=0, batch_size=args.batch_size, answer_prefix=openings)
+                                   objectives=objectives, max_new_tokens=kind.tokens, temperature=kind.temperature,
+                                   top_p=1.0, num_samples=1, seed=0, batch_size=args.batch_size,
+                                   answer_prefix=openings)
     if args.kind == "refusals":
         answers = [[refusal_only(a[0])] for a in answers]
-    source = {"base": "smollm2-135m-instruct", "refusals": "smollm2-135m-instruct-prefilled-refusal",
-              "rl": "grpo-harmlessness-study-policy"}[args.kind]
-    rows = [{"id": f"{id_prefix}/{r.id}", "prompt": r.prompt, "response": a[0], "source": source,
+    rows = [{"id": f"{kind.id_prefix}/{r.id}", "prompt": r.prompt, "response": a[0], "source": kind.source,
              "tags": {"safety": r.tags["safety"], "origin": r.tags.get("origin"), "preference": p.to_string()}}
             for r, p, a in zip(chosen, preferences, answers) if a[0].strip()]
-    out = args.out or DEMO / file
+    out = args.out or DEMO_DIR / kind.file
     write_jsonl(out, rows)
     print(f"wrote {len(rows)} answers to {out}")
 

@@ -79,7 +79,7 @@ def test_out_of_range_preference_is_rejected(policy_dir):
         generate_completions(policy_dir, ["a"], "verbosity=9", max_new_tokens=2)
 
 
-def test_answer_prefix_opens_every_answer_and_is_continued(policy_dir):
+def test_answer_prefix_opens_every_answer_and_both_engines_continue_it_alike(policy_dir):
     questions = ["what is water ?", "how can i help you ?"]
     prefixes = ["I'm sorry, but", "Water is"]
     kwargs = dict(temperature=0, max_new_tokens=4, progress=False)
