@@ -133,7 +133,7 @@ def test_rm_score_refuses_a_missing_model_and_bad_responses_and_writes_nothing(t
     data = tmp_path / "in.jsonl"
     out = tmp_path / "out.jsonl"
     data.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n")
-    assert main(["rm", "score", "--model", str(tmp_path / "nope"), "--input", str(data), "--output", str(out)]) == 2
+    assert main(["rm", "score", "--model", str(tmp_path / "nope"), "--input", str(data), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     rm = tmp_path / "rm"
     rm.mkdir()
@@ -144,7 +144,7 @@ def test_rm_score_refuses_a_missing_model_and_bad_responses_and_writes_nothing(t
                          (None, "missing field 'response'")):
         data.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n"
                         + json.dumps({"prompt": "q", "response": bad}) + "\n")
-        assert main(["rm", "score", "--model", str(rm), "--input", str(data), "--output", str(out)]) == 2
+        assert main(["rm", "score", "--model", str(rm), "--input", str(data), "--out", str(out)]) == 2
         assert f"in.jsonl:2: {message}" in capsys.readouterr().err
         assert not out.exists()
 

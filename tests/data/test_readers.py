@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moslim.data import Example, read_examples, read_pairs, read_prompts, write_jsonl
-from moslim.data.readers import example_parser, load_records, prompt_parser
+from moslim.data.readers import example_parser, load_records, prompt_parser, read_jsonl
 
 DATA = Path(__file__).parent.parent / "assets" / "data"
 
@@ -192,3 +192,12 @@ def test_unreachable_hub_dataset_is_a_clear_error(objectives, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ValueError, match=r"someone/data: could not load split 'train' from the Hugging Face hub"):
         read_examples("someone/data", objectives)
+
+
+def test_read_jsonl_round_trips_and_names_the_bad_line(tmp_path):
+    rows = [{"a": 1}, {"b": [2, "x"]}]
+    assert read_jsonl(write_jsonl(tmp_path / "r.jsonl.gz", rows)) == rows
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n\n{"a": \n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: not valid JSON"):
+        read_jsonl(bad)

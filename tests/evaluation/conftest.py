@@ -54,7 +54,7 @@ def tiny_eval_run(tmp_path_factory, tiny_causal_lm_dir, tiny_reward_model_dir, t
     write_prompts(prompts)
     code = main(["eval", "--policy", str(tiny_causal_lm_dir), "--base-policy", str(tiny_causal_lm_dir),
                  "--reward-model", str(tiny_reward_model_dir), "--judge", str(tiny_judge_dir),
-                 "--prompts", str(prompts), "--num-prompts", "3", "--samples", "2", "--out", str(tmp / "eval"),
+                 "--prompts", str(prompts), "--num-prompts", "3", "--num-samples", "2", "--out", str(tmp / "eval"),
                  "generation.max_new_tokens=12", "bootstrap.num_resamples=50", "min_judge_f1=0",
                  "grid.objective_pairs=[[helpfulness, verbosity]]",
                  "grid.pair_levels={helpfulness: [0, 2], verbosity: [0, 3]}"])

@@ -12,7 +12,7 @@ from moslim.preferences import Preference
 def tiny_eval_config(tmp_path, policy, reward_model, prompts, judge=None, **extra) -> EvalConfig:
     overrides = [f"policy={policy}", f"base_policy={policy}", f"reward_model={reward_model}",
                  f"prompts={prompts}", f"out={tmp_path / 'eval'}", "num_prompts=3",
-                 "generation.max_new_tokens=12", "generation.samples=2", "generation.batch_size=8",
+                 "generation.max_new_tokens=12", "generation.num_samples=2", "generation.batch_size=8",
                  "bootstrap.num_resamples=50", "grid.objective_pairs=[[helpfulness, verbosity]]",
                  "grid.pair_levels={helpfulness: [0, 2], verbosity: [0, 3]}"]
     if judge:
@@ -33,6 +33,12 @@ def test_grid_has_each_objective_alone_at_each_level_then_the_pair_grid(objectiv
 def test_old_grid_pairs_key_is_refused_with_its_new_name():
     with pytest.raises(ValueError, match=r"override 'grid.pairs=\[\]': 'pairs' was renamed to 'objective_pairs'"):
         load_config(EvalConfig, None, ["grid.pairs=[]"])
+
+
+def test_old_generation_samples_key_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match=r"'samples' was renamed to 'num_samples'"):
+        load_config(EvalConfig, None, ["generation.samples=2"])
+    assert load_config(EvalConfig, None, ["generation.num_samples=2"]).generation.num_samples == 2
 
 
 def test_grid_rejects_a_level_out_of_range(objectives):

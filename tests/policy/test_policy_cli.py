@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from moslim.cli import main
@@ -31,7 +32,7 @@ def test_rl_train_then_generate_from_the_command_line(tmp_path, make_config, tin
             {"id": "c", "prompt": "how can i help you ?"}]
     inp, outp = tmp_path / "in.jsonl", tmp_path / "out" / "completions.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["generate", "--policy", str(final), "--input", str(inp), "--output", str(outp),
+    assert main(["generate", "--policy", str(final), "--input", str(inp), "--out", str(outp),
                  "--prefer", "harmlessness=1", "--max-new-tokens", "3", "--temperature", "0"]) == 0
     written = [json.loads(line) for line in outp.read_text().splitlines()]
     assert [w["id"] for w in written] == ["a", "b", "c"]
@@ -54,6 +55,17 @@ def test_generate_needs_a_question_or_an_input_file(capsys):
 def test_generate_refuses_the_old_engine_name_with_the_new_one(capsys):
     assert main(["generate", "--policy", "x", "--engine", "hf", "hi"]) == 2
     assert "--engine='hf' was renamed to 'stock'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, old, new", [
+    (["generate", "--policy", "x", "--input", "in.jsonl", "--output", "o.jsonl"], "--output", "--out"),
+    (["rm", "score", "--model", "x", "--input", "in.jsonl", "--output", "o.jsonl"], "--output", "--out"),
+    (["eval", "--samples", "2"], "--samples", "--num-samples")])
+def test_renamed_flags_are_refused_with_their_new_name(argv, old, new, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"{old} was renamed to {new}" in capsys.readouterr().err
 
 
 def test_ppo_is_a_clear_cli_error(tmp_path, capsys):

@@ -27,7 +27,7 @@ def test_rm_train_eval_score_end_to_end(tiny_rm_config, tmp_path, capsys, rm_dat
     assert (tmp_path / "eval" / "metrics.json").exists()
 
     scored = tmp_path / "scored.jsonl"
-    assert main(["rm", "score", "--model", str(out), "--input", str(rm_data["train"]), "--output", str(scored),
+    assert main(["rm", "score", "--model", str(out), "--input", str(rm_data["train"]), "--out", str(scored),
                  "--max-length", "64"]) == 0
     rows = [json.loads(line) for line in scored.read_text().splitlines()]
     assert len(rows) == 24 and rows[0]["id"] == "ex0"
@@ -50,5 +50,5 @@ def test_rm_eval_without_data_or_pairs_is_an_error(tmp_path, capsys):
 def test_rm_score_reports_the_line_of_a_bad_record(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q"}\n')
-    assert main(["rm", "score", "--model", str(tmp_path), "--input", str(bad), "--output", str(tmp_path / "o")]) == 2
+    assert main(["rm", "score", "--model", str(tmp_path), "--input", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err

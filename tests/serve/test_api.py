@@ -106,9 +106,9 @@ def test_score_gives_levels_probabilities_and_the_mapped_reward_only_with_a_pref
     from moslim.preferences import to_tensors
     from moslim.reward.mapping import map_rewards
 
-    pairs = [{"prompt": "how can i help the cat ?", "response": "safe good answer", "preferences": {"verbosity": 0}},
+    items = [{"prompt": "how can i help the cat ?", "response": "safe good answer", "preferences": {"verbosity": 0}},
              {"prompt": [{"role": "user", "content": "why is water good ?"}], "response": "harm harmful"}]
-    body = client.post("/v1/score", json={"pairs": pairs}).json()
+    body = client.post("/v1/score", json={"items": items}).json()
     first, second = body["results"]
     assert body["objectives"] == engine.objectives.names and body["method"] == "zscore"
     probs = engine.scorer.score(["how can i help the cat ?"], ["safe good answer"])

@@ -53,8 +53,8 @@ def test_reward_model_only_server_scores_and_says_it_has_no_policy(serve_rm_dir)
         response = client.post("/v1/chat/completions", json={"model": "x", "messages": [{"role": "user",
                                                                                         "content": "hi"}]})
         assert response.status_code == 400 and "no policy" in response.json()["error"]["message"]
-        pairs = [{"prompt": "hi", "response": "yes", "preferences": {"harmlessness": 1}}]
-        assert client.post("/v1/score", json={"pairs": pairs}).json()["results"][0]["reward"] is not None
+        items = [{"prompt": "hi", "response": "yes", "preferences": {"harmlessness": 1}}]
+        assert client.post("/v1/score", json={"items": items}).json()["results"][0]["reward"] is not None
 
 
 def test_policy_only_server_answers_without_levels_and_refuses_scoring(tiny_causal_lm_dir, objectives, tmp_path):
@@ -65,5 +65,5 @@ def test_policy_only_server_answers_without_levels_and_refuses_scoring(tiny_caus
         body = client.post("/v1/chat/completions", json={"model": "p", "messages": [{"role": "user",
                                                                                      "content": "hi"}]}).json()
         assert "moslim" not in body["choices"][0]
-        response = client.post("/v1/score", json={"pairs": [{"prompt": "hi", "response": "yes"}]})
+        response = client.post("/v1/score", json={"items": [{"prompt": "hi", "response": "yes"}]})
         assert response.status_code == 400 and "--reward-model" in response.json()["error"]["message"]

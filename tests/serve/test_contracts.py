@@ -27,8 +27,8 @@ def rendered(engine, preference: Preference) -> str:
 
 
 def plain_rewards(client, answers, preferences) -> list[dict]:
-    pairs = [{"prompt": QUESTION, "response": a, "preferences": p} for a, p in zip(answers, preferences)]
-    return client.post("/v1/score", json={"pairs": pairs}).json()["results"]
+    items = [{"prompt": QUESTION, "response": a, "preferences": p} for a, p in zip(answers, preferences)]
+    return client.post("/v1/score", json={"items": items}).json()["results"]
 
 
 def test_get_reward_reads_the_preference_from_the_system_prompt(client, engine):

@@ -92,14 +92,20 @@ def test_missing_or_wrong_api_key_gets_401_and_the_page_needs_none(guarded):
     assert guarded.get("/v1/models", headers=KEY).status_code == 200
 
 
-def test_score_errors_name_the_pair(guarded):
-    pairs = [{"prompt": "a", "response": "b"}, {"prompt": "a", "response": "b", "preferences": {"helpfulness": 3}}]
-    response = guarded.post("/v1/score", json={"pairs": pairs}, headers=KEY)
-    assert response.status_code == 400 and error_of(response)["param"] == "pairs[1].preferences"
+def test_score_errors_name_the_item(guarded):
+    items = [{"prompt": "a", "response": "b"}, {"prompt": "a", "response": "b", "preferences": {"helpfulness": 3}}]
+    response = guarded.post("/v1/score", json={"items": items}, headers=KEY)
+    assert response.status_code == 400 and error_of(response)["param"] == "items[1].preferences"
     assert "level 3 for 'helpfulness' is out of range 0-2" in error_of(response)["message"]
-    response = guarded.post("/v1/score", json={"pairs": [{"prompt": "a"}]}, headers=KEY)
+    response = guarded.post("/v1/score", json={"items": [{"prompt": "a"}]}, headers=KEY)
     assert response.status_code == 400
-    assert error_of(response)["message"] == "pairs[0].response: required field is missing"
+    assert error_of(response)["message"] == "items[0].response: required field is missing"
+
+
+def test_score_refuses_the_old_pairs_field_with_its_new_name(guarded):
+    response = guarded.post("/v1/score", json={"pairs": [{"prompt": "a", "response": "b"}]}, headers=KEY)
+    assert response.status_code == 400
+    assert error_of(response)["message"].startswith("body: 'pairs' was renamed to 'items'")
 
 
 def test_server_keeps_serving_after_bad_requests(guarded):

@@ -69,7 +69,7 @@ def test_verl_compute_score_calls_the_server(server, client):
     info = {"question": "how can i help the cat ?", "preference": "verbosity=2"}
     remote = compute_score("moslim", "safe good answer", None, info, url=server)
     pair = {"prompt": info["question"], "response": "safe good answer", "preferences": {"verbosity": 2}}
-    expected = client.post("/v1/score", json={"pairs": [pair]}).json()["results"][0]
+    expected = client.post("/v1/score", json={"items": [pair]}).json()["results"][0]
     assert remote["score"] == pytest.approx(expected["reward"], abs=1e-5)
     assert remote["verbosity_level"] == pytest.approx(expected["expected_levels"]["verbosity"], abs=1e-4)
 

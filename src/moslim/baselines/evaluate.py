@@ -15,9 +15,9 @@ from typing import Any
 
 from moslim.baselines.config import BaselineConfig
 from moslim.baselines.grid import levels_for
-from moslim.data.readers import write_jsonl
+from moslim.data.readers import read_jsonl, write_jsonl
 from moslim.data.schema import prompt_text
-from moslim.evaluation.runner import REWARD_MODEL, build_judges, judge_quality, judge_rows, read_jsonl, select_prompts
+from moslim.evaluation.runner import REWARD_MODEL, build_judges, judge_quality, judge_rows, select_prompts
 from moslim.objectives import ObjectiveSet
 from moslim.paths import resolve_path
 from moslim.preferences import Preference, PromptTemplate
@@ -156,7 +156,7 @@ def generate_point(model, tokenizer, records, preference: Preference, template, 
     questions = [prompt_text(r.prompt) for r in records]
     outputs = generate_completions(model, questions, preference, objectives=objectives, template=template,
                                    max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                                   num_samples=gen.samples, seed=gen.seed, batch_size=gen.batch_size,
+                                   num_samples=gen.num_samples, seed=gen.seed, batch_size=gen.batch_size,
                                    tokenizer=tokenizer, progress=progress)
     return [{"prompt_id": r.id, "question": q, "tags": r.tags, "sample": s, "completion": text, "levels": {}}
             for r, q, samples in zip(records, questions, outputs) for s, text in enumerate(samples)]

@@ -158,7 +158,7 @@ def online_round(cfg: BaselineConfig, scorer, policy: Path, info: dict[str, Any]
 def ric_plan(cfg: BaselineConfig, stages: Stages, scorer) -> list[dict[str, Any]]:
     """Stages: score the offline data, SFT, then per online round: generate + relabel, SFT again. Returns the
     evaluation points: the final policy at every grid point, with RiC's desired rewards."""
-    from moslim.evaluation.runner import read_jsonl
+    from moslim.data.readers import read_jsonl
 
     folder = stages.out / "ric"
     rounds = cfg.ric.online_rounds

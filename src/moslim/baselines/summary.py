@@ -13,9 +13,9 @@ from typing import Any
 
 from moslim.baselines.config import BaselineConfig
 from moslim.baselines.recipes import read_json
+from moslim.data.readers import read_jsonl
 from moslim.evaluation.controllability import level_metrics
 from moslim.evaluation.pareto import hypervolume_2d, pareto_front
-from moslim.evaluation.runner import read_jsonl
 from moslim.preferences import Preference
 
 REFERENCE_POINT = (0.0, 0.0)

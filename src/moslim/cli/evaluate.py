@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moslim.cli.flags import renamed_flag
 from moslim.cli.output import make_console
 
 
@@ -23,16 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-base", action="store_true", help="skip the base policy")
     parser.add_argument("--objectives", help="objectives YAML with the labelling spec (exact judges)")
     parser.add_argument("--num-prompts", type=int, help="how many held-out prompts")
-    parser.add_argument("--samples", type=int, help="completions per prompt and preference")
+    parser.add_argument("--num-samples", type=int, help="completions per prompt and preference")
     parser.add_argument("--out", help="output folder (default runs/eval)")
     parser.add_argument("--no-report", action="store_true", help="write metrics.json only")
     parser.add_argument("overrides", nargs="*", help="config overrides such as generation.max_new_tokens=96")
+    renamed_flag(parser, "--samples", "--num-samples", "2026-12-04")
     parser.set_defaults(func=run)
 
 
 FLAGS = {"policy": "policy", "reward_model": "reward_model", "prompts": "prompts", "judge": "judge",
          "base_policy": "base_policy", "objectives": "objectives", "num_prompts": "num_prompts",
-         "samples": "generation.samples", "out": "out"}
+         "num_samples": "generation.num_samples", "out": "out"}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from moslim.cli.flags import renamed_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,23 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(for --input: the default for rows without a 'preference')")
     parser.add_argument("--objectives", help="objectives YAML (needed for a base model; a trained policy has its own)")
     parser.add_argument("--input", help="JSONL of {id, prompt, preference?} rows")
-    parser.add_argument("--output", help="JSONL to write {id, prompt, preference, completions}")
+    parser.add_argument("--out", help="JSONL to write {id, prompt, preference, completions}")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--engine", default="auto", metavar="{auto,fast,stock}",
                         help="fast: moslim's batched CPU sampler; stock: model.generate; auto: fast on CPU "
                         "(the values of RL's train.rollout)")
+    renamed_flag(parser, "--output", "--out", "2026-12-04")
     parser.set_defaults(func=run)
 
 
 def _read_rows(path: Path, default_preference: str) -> list[dict]:
+    from moslim.data.readers import read_jsonl
     from moslim.policy.data import read_prompt_records
 
-    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = read_jsonl(path)
     records = read_prompt_records(path)  # validates ids and prompts with file:line errors
     rows = []
     for record, row in zip(records, raw):
@@ -54,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     check_setting(args.engine, "--engine")
     if (args.question is None) == (args.input is None):
         raise ValueError("give either a question or --input prompts.jsonl (not both)")
-    if args.input and not args.output:
-        raise ValueError("--input needs --output completions.jsonl")
+    if args.input and not args.out:
+        raise ValueError("--input needs --out completions.jsonl")
     objectives = ObjectiveSet.from_yaml(args.objectives) if args.objectives else None
     rows = _read_rows(Path(args.input), args.prefer) if args.input else \
         [{"id": "cli", "prompt": args.question, "preference": args.prefer}]
@@ -67,11 +70,9 @@ def run(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, progress=bool(args.input),
         engine=args.engine)
     if args.input:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", encoding="utf-8") as handle:
-            for row, samples in zip(rows, completions):
-                handle.write(json.dumps({**row, "completions": samples}) + "\n")
+        from moslim.data.readers import write_jsonl
+
+        out = write_jsonl(args.out, [{**row, "completions": samples} for row, samples in zip(rows, completions)])
         print(f"wrote {len(rows)} rows to {out}", file=sys.stderr)
     else:
         for i, text in enumerate(completions[0]):

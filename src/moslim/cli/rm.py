@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from moslim.cli.flags import renamed_flag
 from moslim.cli.output import make_console
 
 
@@ -41,13 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "JSONL line per record with probs, levels and expected levels per objective.")
     score.add_argument("--model", required=True, help="saved reward model folder")
     score.add_argument("--input", required=True, help="JSONL with 'prompt' (text or chat) and 'response'")
-    score.add_argument("--output", required=True, help="JSONL to write")
+    score.add_argument("--out", required=True, help="JSONL to write")
+    renamed_flag(score, "--output", "--out", "2026-12-04")
     _scoring_options(score)
     score.set_defaults(func=run_score)
 
 
 def _scoring_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=int, default=32, help="responses per forward pass (default 32)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per pair; longer answers keep their end (default: the training length)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -121,8 +123,8 @@ def run_score(args: argparse.Namespace) -> int:
                 "levels": {n: int(levels[row, i]) for i, n in enumerate(names)},
                 "expected_levels": {n: round(float(expected[row, i]), 4) for i, n in enumerate(names)},
             })
-    write_jsonl(args.output, rows)  # atomic, and only once every record scored
-    make_console().print(f"scored {len(records)} records into {args.output}")
+    write_jsonl(args.out, rows)  # atomic, and only once every record scored
+    make_console().print(f"scored {len(records)} records into {args.out}")
     return 0
 
 

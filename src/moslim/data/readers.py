@@ -126,6 +126,16 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                                        f"{line.strip()[:80]!r}", raw=line.rstrip("\n"))
 
 
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Every value of a JSONL file (``.gz`` too); the first line that is not JSON is a ValueError naming it."""
+    values = []
+    for _, value in iter_jsonl(path):
+        if isinstance(value, RowError):
+            raise value
+        values.append(value)
+    return values
+
+
 def _iter_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     for lineno, value in iter_jsonl(path):
         yield f"{name}:{lineno}", value

@@ -28,10 +28,13 @@ class GridConfig:
 
 @dataclass
 class GenerationConfig:
+    RENAMED: ClassVar[dict[str, tuple[str, str]]] = {
+        "samples": ("num_samples", "the name moslim generate and generate_completions use; renamed 2026-12-04")}
+
     max_new_tokens: int = bounded(160, low=1)  # ~135 words at ~0.85 words/token: every verbosity level is reachable
     temperature: float = bounded(0.7, low=0, low_inclusive=False)
     top_p: float = bounded(0.95, low=0, low_inclusive=False, high=1)
-    samples: int = bounded(1, low=1)  # completions per (prompt, preference)
+    num_samples: int = bounded(1, low=1)  # completions per (prompt, preference)
     batch_size: int = bounded(16, low=1)
     seed: int = 0
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from moslim.data.readers import read_jsonl
 from moslim.evaluation import plots
-from moslim.evaluation.runner import read_jsonl
 from moslim.preferences import Preference
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def write_report(eval_dir: str | Path, out_dir: str | Path | None = None, rl_run
            f"- policy: `{config.get('policy')}`; before RL: `{config.get('base_policy')}` with the same prompts",
            f"- {len(settings.get('prompts', []))} held-out prompts from `{config.get('prompts')}`, "
            f"{len(settings.get('preferences', []))} preferences, "
-           f"{config.get('generation', {}).get('samples')} sample(s) each",
+           f"{config.get('generation', {}).get('num_samples')} sample(s) each",
            f"- intervals: {int(100 * config.get('bootstrap', {}).get('confidence', 0.95))}% percentile "
            "bootstrap over prompts; `n/a` = undefined (e.g. Spearman when the achieved level never varies)",
            "- hypervolume: achieved mean levels scaled to 0-1 by each objective's top level, "

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from moslim.data.readers import write_jsonl
+from moslim.data.readers import read_jsonl, write_jsonl
 from moslim.data.schema import PromptRecord, prompt_text
 from moslim.evaluation.config import (  # noqa: F401  (also importable from here)
     BootstrapConfig,
@@ -86,13 +86,13 @@ def grid_cells(records: Sequence[PromptRecord], prefs: Sequence[Preference], per
 
 def generate_rows(policy: str, cells: Sequence[tuple[PromptRecord, Preference]], objectives: ObjectiveSet,
                   gen: GenerationConfig, template=None, progress: bool = True) -> list[dict[str, Any]]:
-    """One row per completion for every (prompt, preference) cell, ``gen.samples`` samples each."""
+    """One row per completion for every (prompt, preference) cell, ``gen.num_samples`` samples each."""
     from moslim.policy.generate import generate_completions
 
     outputs = generate_completions(
         str(policy), [prompt_text(rec.prompt) for rec, _ in cells], [p for _, p in cells],
         objectives=objectives, template=template, max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature, top_p=gen.top_p, num_samples=gen.samples, seed=gen.seed,
+        temperature=gen.temperature, top_p=gen.top_p, num_samples=gen.num_samples, seed=gen.seed,
         batch_size=gen.batch_size, progress=progress)
     return [{"prompt_id": rec.id, "question": prompt_text(rec.prompt), "tags": rec.tags,
              "preference": pref.to_string(), "sample": s, "completion": text, "levels": {}}
@@ -129,10 +129,6 @@ def _fingerprint(folder: str) -> list[tuple[str, int, int]]:
     if not folder or not path.is_dir():
         return []
     return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def evaluate_policy(label: str, policy: str, cells, objectives, judges, cfg: EvalConfig,
@@ -373,7 +369,7 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     judges = without_refusal_judge_for_untagged(judges, records)
     template = policy_template(cfg)
     log.info("eval: %d prompts x %s preferences x %d samples per policy", len(records),
-             cfg.grid.per_prompt or len(prefs), cfg.generation.samples)
+             cfg.grid.per_prompt or len(prefs), cfg.generation.num_samples)
     cells = grid_cells(records, prefs, cfg.grid.per_prompt, cfg.prompt_seed)
     policies = {**({"base": cfg.base_policy} if cfg.base_policy else {}), "policy": cfg.policy}
     rows = {label: evaluate_policy(label, path, cells, objectives, judges, cfg, out, template,

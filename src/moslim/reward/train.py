@@ -135,12 +135,9 @@ def _tensorboard(report_to: list[str], out: Path, main: bool) -> list[TrainerCal
     """Trainer's TensorBoard callback writing to ``output_dir/tensorboard`` (the main process only)."""
     if "tensorboard" not in report_to or not main:
         return []
+    from torch.utils.tensorboard import SummaryWriter  # tensorboard is a dependency
     from transformers.integrations import TensorBoardCallback
 
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ValueError("train.report_to: tensorboard is not installed; pip install tensorboard") from None
     return [TensorBoardCallback(SummaryWriter(str(out / "tensorboard")))]
 
 

@@ -5,7 +5,7 @@ Routes (``/v1/*`` and ``/get_reward`` need ``Authorization: Bearer KEY`` when th
   OpenAI SDK sends for ``extra_body``); ``stream``, ``n``, ``temperature``, ``top_p``, ``max_tokens``
   (capped), ``seed``. Each choice carries ``moslim``: the reward model's levels for the answer.
 - ``GET /v1/models``, ``GET /v1/objectives`` (the objective set with its level descriptions).
-- ``POST /v1/score``: (prompt, response) pairs -> per objective the level and its probabilities, and
+- ``POST /v1/score``: (prompt, response) items -> per objective the level and its probabilities, and
   the mapped reward when a preference is given.
 - ``POST /get_reward``: OpenRLHF's remote reward (see ``moslim.serve.openrlhf_reward``).
 - ``GET /``: the page (one slider per objective, two settings side by side); ``GET /health``.
@@ -53,11 +53,11 @@ class ServeSettings:
     temperature: float = 0.7  # when the request names none (moslim generate's default)
     top_p: float = 0.95
     max_prompt_tokens: int = 1024  # rendered prompt, system message included
-    max_batch_rows: int = 16  # answers per generation batch / pairs per scoring batch
+    max_batch_rows: int = 16  # answers per generation batch / responses per scoring batch
     batch_window_ms: float = 10.0  # how long the first request of a batch waits for company
     max_queue: int = 64  # requests waiting per batcher before 503
     max_body_bytes: int = 1_000_000
-    max_score_pairs: int = 256  # pairs per /v1/score or /get_reward request
+    max_score_items: int = 256  # responses per /v1/score or /get_reward request
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI:
@@ -134,12 +134,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.post("/v1/score")
     async def score(body: ScoreRequest, request: Request):
         _need_reward_model(engine)
-        _check_pairs(len(body.pairs), settings, "pairs")
+        _check_items(len(body.items), settings, "items")
         default = _preference(body.preferences, engine, "preferences")
-        preferences = [_preference(p.preferences, engine, f"pairs[{i}].preferences") if p.preferences is not None
-                       else default for i, p in enumerate(body.pairs)]
-        prompts = [p.prompt if isinstance(p.prompt, str) else _turns(p.prompt, keep_system=False) for p in body.pairs]
-        rows = list(zip(prompts, [p.response for p in body.pairs], preferences))
+        preferences = [_preference(p.preferences, engine, f"items[{i}].preferences") if p.preferences is not None
+                       else default for i, p in enumerate(body.items)]
+        prompts = [p.prompt if isinstance(p.prompt, str) else _turns(p.prompt, keep_system=False) for p in body.items]
+        rows = list(zip(prompts, [p.response for p in body.items], preferences))
         scored = await _result(_submit(request.app.state.score, rows, len(rows)))
         results = [{**s, "preferences": pref.as_dict()} for s, pref in zip(scored, preferences)]
         return {"object": "moslim.score", "model": engine.model_name, "method": engine.mapping,
@@ -148,7 +148,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     @app.post("/get_reward")
     async def get_reward(body: RewardRequest, request: Request):
         _need_reward_model(engine)
-        _check_pairs(len(body.query), settings, "query")
+        _check_items(len(body.query), settings, "query")
         try:
             rows = split_rows(request.app.state.splitter, body.query, body.prompts, body.labels)
         except ValueError as err:
@@ -214,9 +214,9 @@ def _need_reward_model(engine: Engine) -> None:
         raise ApiError(400, "this server has no reward model (start it with --reward-model)")
 
 
-def _check_pairs(count: int, settings: ServeSettings, field: str) -> None:
-    if count > settings.max_score_pairs:
-        raise ApiError(400, f"{field}: at most {settings.max_score_pairs} per request, got {count}", param=field)
+def _check_items(count: int, settings: ServeSettings, field: str) -> None:
+    if count > settings.max_score_items:
+        raise ApiError(400, f"{field}: at most {settings.max_score_items} per request, got {count}", param=field)
 
 
 def _submit(batcher: Batcher, payload, rows: int, key=None) -> asyncio.Future:

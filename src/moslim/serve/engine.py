@@ -174,7 +174,7 @@ class Engine:
 
     # -- reward model -----------------------------------------------------------------------------
     def score(self, prompts: Sequence, responses: Sequence[str], preferences: Sequence[Preference]) -> list[dict]:
-        """Score (prompt, response) pairs in one reward-model pass; one ``describe_scores`` dict each.
+        """Score (prompt, response) items in one reward-model pass; one ``describe_scores`` dict each.
 
         prompts: text or chat turns (system turns are ignored: the reward model never sees the preference).
         """

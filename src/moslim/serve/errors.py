@@ -82,12 +82,12 @@ def _describe(item: dict, path: str) -> tuple[str, str]:
         return param, f"unknown field {param!r}{supported}"
     if item["type"] == "missing":
         return param, f"{param}: required field is missing"
+    if item["type"] == "value_error":  # our own validators name the value already
+        return param, f"{param}: {item['msg'].removeprefix('Value error, ')}"
     if param == "body":
         if isinstance(item.get("input"), bytes):  # FastAPI parses JSON only when the request says it is JSON
             return param, "the body must be JSON sent with the header 'Content-Type: application/json'"
         return param, f"the body must be a JSON object, got {type(item.get('input')).__name__}"
-    if item["type"] == "value_error":  # our own validators name the value already
-        return param, f"{param}: {item['msg'].removeprefix('Value error, ')}"
     return param, f"{param}: {item['msg']} (got {item.get('input')!r})"
 
 

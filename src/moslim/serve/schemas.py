@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -73,18 +73,26 @@ NEUTRAL = {"stop": ([], ""), "presence_penalty": (0,), "frequency_penalty": (0,)
            "top_logprobs": (0,), "logit_bias": ({},)}
 
 
-class ScorePair(_Strict):
+class ScoreItem(_Strict):
     prompt: str | list[Message]
     response: str
     preferences: dict[str, Any] | str | None = None
 
 
 class ScoreRequest(_Strict):
-    """moslim's scoring request: (prompt, response) pairs; ``preferences`` is the default for pairs
+    """moslim's scoring request: ``items`` of (prompt, response); ``preferences`` is the default for items
     without their own."""
 
-    pairs: list[ScorePair] = Field(min_length=1)
+    items: list[ScoreItem] = Field(min_length=1)
     preferences: dict[str, Any] | str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pairs" in data:
+            raise ValueError("'pairs' was renamed to 'items' (2026-12-04: a pair is a preference pair, chosen and "
+                             "rejected); send {\"items\": [{\"prompt\": ..., \"response\": ...}]}")
+        return data
 
 
 class RewardRequest(_Strict):

@@ -31,26 +31,26 @@ def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str
                         extra_infos: Sequence[dict | None], *, model: str | None = None, url: str | None = None,
                         api_key: str | None = None, timeout: float = 300.0, **_ignored) -> list[dict]:
     """All answers of a batch in one reward-model pass (``reward_model.reward_manager=batch``)."""
-    pairs = [_pair(i, solution, truth, info or {})
+    items = [_item(i, solution, truth, info or {})
              for i, (solution, truth, info) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
     url = url or (None if model else os.environ.get("MOSLIM_REWARD_URL"))
     model = model or os.environ.get("MOSLIM_REWARD_MODEL")
     if url:
-        scored = _score_remote(url, pairs, api_key or os.environ.get("MOSLIM_API_KEY"), timeout)
+        scored = _score_remote(url, items, api_key or os.environ.get("MOSLIM_API_KEY"), timeout)
     elif model:
         from moslim.serve.engine import read_preference
 
         engine = _local_engine(model)
         preferences = [read_preference(p["preferences"], engine.objectives, f"extra_info[{i}].preference")
-                       for i, p in enumerate(pairs)]
-        scored = engine.score([p["prompt"] for p in pairs], [p["response"] for p in pairs], preferences)
+                       for i, p in enumerate(items)]
+        scored = engine.score([p["prompt"] for p in items], [p["response"] for p in items], preferences)
     else:
         raise ValueError("the MOSLIM reward needs a reward model: set custom_reward_function.reward_kwargs.model "
                          "(a folder) or .url (a running `moslim serve`), or $MOSLIM_REWARD_MODEL / $MOSLIM_REWARD_URL")
     return [_result(s) for s in scored]
 
 
-def _pair(i: int, solution: str, ground_truth: Any, info: dict) -> dict:
+def _item(i: int, solution: str, ground_truth: Any, info: dict) -> dict:
     question = info.get("question", info.get("prompt"))
     if not isinstance(question, str | list):
         raise ValueError(f"extra_info[{i}]: expected 'question' (the plain question the answer replies to), "
@@ -74,11 +74,11 @@ def _local_engine(model: str):
     return load_engine(reward_model=model)
 
 
-def _score_remote(url: str, pairs: list[dict], api_key: str | None, timeout: float) -> list[dict]:
+def _score_remote(url: str, items: list[dict], api_key: str | None, timeout: float) -> list[dict]:
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    response = httpx.post(url.rstrip("/") + "/v1/score", json={"pairs": pairs}, headers=headers, timeout=timeout)
+    response = httpx.post(url.rstrip("/") + "/v1/score", json={"items": items}, headers=headers, timeout=timeout)
     if response.status_code != 200:
         try:
             message = response.json()["error"]["message"]
