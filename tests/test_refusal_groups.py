@@ -1,0 +1,33 @@
+"""benchmarks/refusal_groups.py: group kinds and the refuse-minus-comply gap inside mixed groups."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("refusal_groups", BENCHMARKS / "refusal_groups.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_group_summary_counts_kinds_and_measures_the_gap_in_mixed_groups_only(module):
+    refused = torch.tensor([[True, False, False, False], [True, True, True, True], [False, False, False, False]])
+    reward = torch.tensor([[0.9, 0.1, 0.3, 0.2], [0.5, 0.6, 0.7, 0.8], [0.0, 1.0, 0.0, 1.0]])
+    out = module.group_summary(refused, {"r": reward})
+    assert (out["groups_mixed"], out["groups_all_refuse"], out["groups_all_comply"]) == (1, 1, 1)
+    assert out["refused"] == pytest.approx(5 / 12)
+    assert out["r"]["refuse_minus_comply_in_mixed"] == pytest.approx(0.9 - 0.2)
+    advantage = (reward - reward.mean(1, keepdim=True)).abs()
+    assert out["r"]["advantage_share_in_mixed"] == pytest.approx(float(advantage[0].sum() / advantage.sum()))
