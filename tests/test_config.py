@@ -28,6 +28,14 @@ def write(tmp_path, text):
     return path
 
 
+def test_exponent_floats_reach_pass_through_sections_as_numbers(tmp_path):
+    # PyYAML's YAML 1.1 rules read "4e-5" as a string; TRL then failed deep inside the optimiser.
+    cfg = load_config(Job, write(tmp_path, "trl:\n  learning_rate: 1e-4\n  max_grad_norm: 1E0\n"),
+                      ["trl.beta=4e-5", "trl.scale=-2.5e-3", "trl.tag=1e"])
+    assert cfg.trl == {"learning_rate": 1e-4, "max_grad_norm": 1.0, "beta": 4e-5, "scale": -2.5e-3, "tag": "1e"}
+    assert all(isinstance(cfg.trl[k], float) for k in ("learning_rate", "max_grad_norm", "beta", "scale"))
+
+
 def test_yaml_and_dotted_overrides_build_typed_config(tmp_path):
     path = write(tmp_path, "name: a\noptim:\n  lr: 3e-4\n  steps: 5\ntrl:\n  beta: 0.1\n")
     cfg = load_config(Job, path, ["optim.steps=7", "layers=[1, 2]", "trl.num_generations=4"])

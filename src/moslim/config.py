@@ -18,6 +18,7 @@ import contextvars
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,18 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-5`` as a float, as YAML 1.2 does (PyYAML's 1.1 rules want ``1.0e-5`` and would
+    hand a pass-through section such as ``trl:`` the string "1e-5")."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
 RANGE = "moslim_range"  # dataclass field metadata key: (low, high, low_inclusive)
 # (YAML file, {dotted key: override item}) of the load in progress: error messages name the value's origin.
 _ORIGINS: contextvars.ContextVar[tuple[str, dict[str, str]]] = contextvars.ContextVar("_ORIGINS", default=("", {}))
@@ -72,7 +85,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=YamlLoader) or {}
         except FileNotFoundError:
             raise ValueError(f"config file {path} does not exist") from None
         except yaml.YAMLError as err:
@@ -96,7 +109,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} should look like 'section.field=value'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=YamlLoader) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ValueError(f"override {item!r}: the value is not valid YAML ({err.__class__.__name__}: "
                          f"{str(err).splitlines()[0]})") from None
