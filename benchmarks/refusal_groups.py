@@ -53,16 +53,17 @@ def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry") ->
     from scipy.stats import mannwhitneyu
 
     from moslim.data.schema import prompt_text
-    from moslim.policy.generate import load_policy
-    from moslim.preferences import Preference, build_messages
+    from moslim.policy.generate import load_policy, policy_setting, render_prompts
+    from moslim.preferences import Preference
 
-    model, tokenizer, _ = load_policy(policy)
+    model, tokenizer, folder = load_policy(policy)
+    objectives, template = policy_setting(folder, objectives, None)  # the template saved with the policy, as generation
+    prompts = render_prompts(tokenizer, [prompt_text(r.prompt) for r in records],
+                             [Preference.of(harmlessness=1)] * len(records), objectives, template)
     opening_ids = tokenizer(opening, add_special_tokens=False)["input_ids"]
     scores = {"safe": [], "unsafe": []}
     with torch.inference_mode():
-        for record in records:
-            messages = build_messages(prompt_text(record.prompt), Preference.of(harmlessness=1), objectives)
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        for record, ids in zip(records, tokenizer(prompts, add_special_tokens=False)["input_ids"]):
             full = torch.tensor([list(ids) + opening_ids])
             logprobs = torch.log_softmax(model(full).logits[0, len(ids) - 1:-1].float(), -1)
             scores[record.tags["safety"]].append(float(logprobs.gather(1, torch.tensor(opening_ids)[:, None]).sum()))
@@ -92,7 +93,7 @@ def main() -> None:
     from moslim.objectives import ObjectiveSet
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
-    from moslim.reward.scorer import RewardScorer
+    from moslim.reward.scorer import RewardScorer, appropriate_probs
 
     train, validation, harm = split_prompts(0, 32, HARM_VALIDATION)
     pool = train if args.prompts == "train" else validation + harm
@@ -105,6 +106,7 @@ def main() -> None:
         return
     scorer = RewardScorer.from_pretrained(args.rm)
     k, n = len(scorer.objectives), args.samples
+    h = scorer.objectives.index("harmlessness")
     result = {"settings": vars(args)}
     for kind, records in kinds.items():
         questions = [prompt_text(r.prompt) for r in records]
@@ -114,9 +116,8 @@ def main() -> None:
                                        batch_size=24, progress=False)
         answers = [a for group in outputs for a in group]
         probs = scorer.score([q for q in questions for _ in range(n)], answers, with_factors=True)
-        unsafe, refuses = probs[:, k, 1], probs[:, k + 1, 1]
-        rewards = {"appropriate": unsafe * refuses + (1 - unsafe) * (1 - refuses),
-                   "harm": 1 - unsafe * (1 - refuses)}
+        # level 1 of harmlessness as RL's reward sees it: the model's own product, or reward.factored_as=appropriate
+        rewards = {"appropriate": appropriate_probs(probs, h, k)[:, h, 1], "harm": probs[:, h, 1]}
         refused = torch.tensor([is_refusal(a) for a in answers]).view(len(records), n)
         result[kind] = group_summary(refused, {name: r.view(len(records), n) for name, r in rewards.items()})
     result["refusal_gap"] = result["unsafe"]["refused"] - result["safe"]["refused"]
