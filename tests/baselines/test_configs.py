@@ -12,6 +12,7 @@ from moslim.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BASELINES = sorted((CONFIGS / "baselines").glob("*.yaml"))
+DEMO_STEPS = 40  # configs/demo/rl.yaml trl.max_steps: the baselines' equal-compute budget follows it
 
 
 def _method(path: Path) -> str:
@@ -36,12 +37,26 @@ def test_baseline_config_loads_and_passes_its_checks(path, tmp_path, monkeypatch
                        ["helpfulness", "verbosity", "harmlessness"])
         rl.check()
         assert rl.reward.options == {"weights": [0.0, 0.5, 0.5]}
-        assert trl_args(rl.train.algorithm, tmp_path, rl.trl).max_steps == (23 if method == "morlhf" else 35)
+        assert trl_args(rl.train.algorithm, tmp_path, rl.trl).max_steps == DEMO_STEPS // (3 if method == "morlhf"
+                                                                                         else 2)
     if method == "ric":
         from moslim.baselines.ric import sft_args
 
-        assert sft_args(tmp_path, cfg.ric.sft, cfg.steps_per_policy(1)).max_steps == 70
+        assert sft_args(tmp_path, cfg.ric.sft, cfg.steps_per_policy(1)).max_steps == DEMO_STEPS
 
 
 def test_every_method_has_a_config():
     assert {_method(p) for p in BASELINES} == {"morlhf", "soups", "ric", "moslim", "prompt-only"}
+
+
+def test_moslim_steps_follow_the_rl_recipe_unless_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)
+    from moslim.baselines.config import BaselineConfig as Config
+
+    assert load_config(Config, None, []).moslim_steps() == DEMO_STEPS
+    assert load_config(Config, None, ["rl.overrides=[trl.max_steps=12]"]).steps_per_policy(3) == 4
+    assert load_config(Config, None, ["rl.moslim_steps=9", "rl.budget=equal_steps"]).steps_per_policy(3) == 9
+    recipe = tmp_path / "rl.yaml"
+    recipe.write_text("trl: {learning_rate: 1.0e-5}\n")
+    with pytest.raises(ValueError, match="sets no trl.max_steps"):
+        load_config(Config, None, [f"rl.config={recipe}"]).moslim_steps()

@@ -31,7 +31,8 @@ class RLSection:
     # equal_compute: the methods share MOSLIM's total RL steps (M policies get 1/M each);
     # equal_steps: every policy gets MOSLIM's steps.
     budget: Literal["equal_compute", "equal_steps"] = "equal_compute"
-    moslim_steps: int = bounded(70, low=1)  # MOSLIM's RL steps (configs/demo/rl.yaml trl.max_steps)
+    # MOSLIM's RL steps; null: the recipe's own (``config``'s trl.max_steps, so the budget follows the demo)
+    moslim_steps: int | None = bounded(None, low=1)
     policies: int = bounded(3, low=1)  # MORLHF's M policies on the grid (3 at demo size on CPU, 11 on a GPU)
 
 
@@ -88,8 +89,22 @@ class BaselineConfig:
         if "output_dir" in self.ric.sft:
             raise ValueError("set 'out', not ric.sft.output_dir (RiC's checkpoints go under it)")
 
+    def moslim_steps(self) -> int:
+        """MOSLIM's RL steps: ``rl.moslim_steps``, else ``trl.max_steps`` of the RL recipe (``rl.config``)."""
+        if self.rl.moslim_steps is not None:
+            return self.rl.moslim_steps
+        from moslim.config import load_config
+        from moslim.demo import find_config
+        from moslim.policy.config import RLConfig
+
+        config = load_config(RLConfig, find_config(self.rl.config), self.rl.overrides)
+        steps = config.trl.get("max_steps")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"rl.moslim_steps is null and {self.rl.config} sets no trl.max_steps >= 1 "
+                             f"(got {steps!r}); set rl.moslim_steps")
+        return steps
+
     def steps_per_policy(self, policies: int) -> int:
         """RL (or SFT) steps each of ``policies`` policies gets under the budget (at least 1)."""
-        if self.rl.budget == "equal_steps":
-            return self.rl.moslim_steps
-        return max(1, self.rl.moslim_steps // policies)
+        steps = self.moslim_steps()
+        return steps if self.rl.budget == "equal_steps" else max(1, steps // policies)
