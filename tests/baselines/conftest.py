@@ -33,8 +33,10 @@ def data_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("data")
     prompts = [{"id": f"q{i}", "prompt": q, "source": "test", "tags": {"safety": "safe" if i % 2 else "unsafe"}}
                for i, q in enumerate(QUESTIONS)]
-    examples = [{"id": f"e{i}", "prompt": q, "response": a, "labels": {"verbosity": min(3, len(a.split()) // 3)},
-                 "source": "test"} for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
+    # RiC's offline data; a factor's label (as in the demo's rows) is outside the tiny reward model's heads
+    examples = [{"id": f"e{i}", "prompt": q, "response": a, "source": "test",
+                 "labels": {"verbosity": min(3, len(a.split()) // 3), "unsafe_request": i % 2}}
+                for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
     paths = {"prompts": folder / "prompts.jsonl", "examples": folder / "examples.jsonl"}
     for key, rows in (("prompts", prompts), ("examples", examples)):
         paths[key].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

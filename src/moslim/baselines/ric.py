@@ -51,7 +51,9 @@ def score_offline(cfg: BaselineConfig, scorer, folder: Path) -> dict[str, Any]:
     from moslim.paths import resolve_path
 
     names = cfg.grid.objectives
-    examples = read_examples(resolve_path(cfg.ric.data), scorer().objectives)
+    # The text only: the reward model scores the rows, and their own labels may name objectives or factors
+    # outside its heads (the demo's rows carry unsafe_request / refusal)
+    examples = read_examples(resolve_path(cfg.ric.data), None)
     random.Random(cfg.ric.seed).shuffle(examples)
     examples = examples[: cfg.ric.max_examples]
     questions = [prompt_text(e.prompt) for e in examples]

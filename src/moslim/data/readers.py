@@ -242,14 +242,16 @@ def parse_rows(rows: Iterable[tuple[str, Any]], parse: Callable[[Mapping[str, An
     return result
 
 
-def read_examples(path: str | Path, objectives: ObjectiveSet, column_map: Mapping[str, str] | None = None,
-                  on_error: str = "raise", rejects_path: str | Path | None = None,
-                  split: str = "train") -> list[Example]:
+def read_examples(path: str | Path, objectives: ObjectiveSet | None,
+                  column_map: Mapping[str, str] | None = None, on_error: str = "raise",
+                  rejects_path: str | Path | None = None, split: str = "train") -> list[Example]:
     """Labelled examples: ``{"id", "prompt", "response", "labels": {objective: level}, "source"}``.
 
     ``column_map`` maps a field (or an objective name, for a flat label column) to the column that
     holds it, e.g. ``{"prompt": "question", "verbosity": "verbosity_score"}``. Columns named after
     an objective are read as its label too (handy for CSV); an empty cell is a missing label.
+    ``objectives=None``: the (prompt, response) text only, labels not read (for a reader that scores
+    the rows itself, as RiC does).
     """
     parse = example_parser(objectives, column_map)
     return load_records(path, parse, on_error, rejects_path, split).items
@@ -269,12 +271,12 @@ def read_prompts(path: str | Path, column_map: Mapping[str, str] | None = None, 
 
 
 # -- row parsers ------------------------------------------------------------------------------
-def example_parser(objectives: ObjectiveSet, column_map: Mapping[str, str] | None = None):
+def example_parser(objectives: ObjectiveSet | None, column_map: Mapping[str, str] | None = None):
     columns = dict(column_map or {})
 
     def parse(row: Mapping[str, Any], where: str) -> Example:
         get = _getter(row, columns)
-        labels = _labels(row, columns, objectives, where)
+        labels = _labels(row, columns, objectives, where) if objectives is not None else {}
         return Example(id=_id(get("id"), where), prompt=check_prompt(get("prompt"), where),
                        response=check_text(get("response"), "response", where, columns),
                        labels=labels, source=_optional_str(get("source"), "source", where))
