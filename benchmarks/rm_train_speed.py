@@ -83,7 +83,7 @@ def main() -> None:
     from moslim.config import load_config
     from moslim.models import resolve
     from moslim.reward.config import RewardTrainConfig
-    from moslim.reward.data import label_tensor, load_examples, read_objectives
+    from moslim.reward.data import label_tensor, load_examples, read_factors, read_objectives
     from moslim.reward.encoding import PairEncoder, model_batch, pad_id_of, question_ends
     from moslim.reward.frozen import FrozenPrefix, freeze_prefix
     from moslim.reward.losses import per_head_losses
@@ -94,12 +94,15 @@ def main() -> None:
     path = resolve(config.model.backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     pad_id = pad_id_of(tokenizer)
-    examples = load_examples(config.data.train, objectives, args.rows, seed=0)
-    labels = label_tensor(examples, objectives)
+    factors = read_factors(config.data.objectives)  # the demo's rows carry factor labels (unsafe_request, refusal)
+    examples = load_examples(config.data.train, objectives.extended(factors), args.rows, seed=0)
     section = config.model
     n_frozen = section.freeze_layers or 6
     full_section = dataclasses.replace(section, freeze_layers=None)
-    model = build_model(full_section, path, tokenizer, objectives, labelling, seed=0)
+    model = build_model(full_section, path, tokenizer, objectives, labelling, seed=0,
+                        factors=factors if section.factored else None)
+    trained = model.training_objectives  # what trains: the heads, and a factored head's two factors
+    labels = label_tensor(examples, trained, strict=False)
     encoder = PairEncoder(tokenizer, model.config.input_format, config.data.max_length)
     encoded = [encoder.encode(e.prompt, e.response) for e in examples]
     device = torch.device("cpu")
@@ -113,7 +116,7 @@ def main() -> None:
     rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     print(f"matmul rate: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
 
-    num_levels = objectives.num_levels
+    num_levels = trained.num_levels
 
     def logits_of(rows: list[int], prefix, states):
         """Training logits (b, k, c): a plain forward, or the top layers on the cached states."""
