@@ -105,7 +105,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    examples = load_examples("moslim:assets/demo/rm_eval.jsonl.gz", objectives, limit=args.pairs, seed=0)
+    # the text only (the rows' labels include factors outside the heads)
+    examples = load_examples("moslim:assets/demo/rm_eval.jsonl.gz", None, limit=args.pairs, seed=0)
     prompts, responses = [e.prompt for e in examples], [e.response for e in examples]
     results = [bench_backbone(b, objectives, prompts, responses, args.max_length, args.repeats)
                for b in args.backbones]

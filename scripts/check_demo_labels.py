@@ -69,8 +69,9 @@ def writer_oracle(train, evaluation, name: str) -> torch.Tensor:
 
 def main() -> None:
     objectives = ObjectiveSet.from_yaml(DEMO_DIR / "objectives.yaml")
-    train = read_examples(DEMO_DIR / "rm_train.jsonl.gz", objectives)
-    evaluation = read_examples(DEMO_DIR / "rm_eval.jsonl.gz", objectives)
+    labelled = ObjectiveSet.from_yaml(DEMO_DIR / "objectives.yaml", with_factors=True)  # rows carry factor labels
+    train = read_examples(DEMO_DIR / "rm_train.jsonl.gz", labelled)
+    evaluation = read_examples(DEMO_DIR / "rm_eval.jsonl.gz", labelled)
     print(f"balanced accuracy on rm_eval\n{'objective':<14}{'rows tr/ev':>13}{'chance':>8}{'length':>8}"
           f"{'words':>8}{'writer':>8}")
     for obj in objectives:

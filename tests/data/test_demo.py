@@ -138,6 +138,15 @@ def test_committed_demo_reads_cleanly_and_splits_by_prompt():
     assert not {key(p) for p in hh_train} & {key(p) for p in pairs}
 
 
+def test_committed_rows_read_as_text_only_without_their_objectives():
+    # RiC and the throughput benchmark read the rows' text; their factor labels must not stop them
+    heads = ObjectiveSet.from_yaml(DEMO_DIR / "objectives.yaml")
+    with pytest.raises(ValueError, match="unknown objective 'unsafe_request'"):
+        read_examples(DEMO_DIR / "rm_eval.jsonl.gz", heads)
+    rows = read_examples(DEMO_DIR / "rm_eval.jsonl.gz", None)
+    assert len(rows) == 1640 and all(r.labels == {} and r.response for r in rows)
+
+
 def test_committed_training_data_has_every_level_reachable_within_100_words():
     objectives, splits, _ = read_all(DEMO_DIR)
     spec = load_labelling(DEMO_DIR / "objectives.yaml")

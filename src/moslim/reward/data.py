@@ -49,11 +49,11 @@ def subsample(items: list, limit: int | None, seed: int = 0) -> list:
     return [items[i] for i in keep]
 
 
-def load_examples(path: str | Path, objectives: ObjectiveSet, limit: int | None = None,
+def load_examples(path: str | Path, objectives: ObjectiveSet | None, limit: int | None = None,
                   seed: int = 0) -> list[Example]:
     """Labelled examples (any source :func:`moslim.data.read_examples` reads), checked against the objectives.
 
-    ``limit``: keep a seeded random subset of that many (see :func:`subsample`)."""
+    ``limit``: keep a seeded random subset of that many (see :func:`subsample`); ``objectives=None``: text only."""
     from moslim.data import read_examples
 
     return subsample(read_examples(_existing(path), objectives), limit, seed)
