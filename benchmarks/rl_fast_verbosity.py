@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/rl_fast.py
+from moslim.threads import configure_openmp  # noqa: E402
+
+configure_openmp()  # the moslim command's OpenMP wait, before torch loads; export OMP_WAIT_POLICY to choose another
 
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from moslim.threads import configure_openmp  # noqa: E402
+
+configure_openmp()  # the moslim command's OpenMP wait, before torch loads; export OMP_WAIT_POLICY to choose another
 
 import torch  # noqa: E402
 

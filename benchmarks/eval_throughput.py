@@ -1,0 +1,108 @@
+"""The demo evaluation's generation throughput, before and after the OpenMP wait change, in one run.
+
+    nice -n 5 .venv/bin/python benchmarks/eval_throughput.py               # 32 prompts x 6 preferences
+    nice -n 5 .venv/bin/python benchmarks/eval_throughput.py --batch-sizes 24 48 96
+
+Generates what ``moslim eval --config configs/demo/eval.yaml`` generates (its held-out prompts, preference grid,
+sampling and 128-token cap) for the base SmolLM2 on the first ``--prompts`` prompts' cells, with the fast
+decoder RL uses. Each arm runs in a fresh process, since OpenMP fixes its wait policy when torch loads:
+- before: ``OMP_WAIT_POLICY=PASSIVE`` (what ``moslim`` set until 2026-12-04) and batch 24 (the config's then);
+- after: the ``moslim`` command's setting (``moslim.threads``) and the config's batch size;
+- with ``--batch-sizes``, one more "after" arm per size.
+Arms alternate over ``--rounds``. Prints completions/s per arm (median over rounds) and each arm's ratio to
+"before"; writes ``runs/bench/eval_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIG = "configs/demo/eval.yaml"
+BEFORE = {"name": "before", "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "batch": 24}
+
+
+def run_arm(prompts: int, batch: int) -> dict:
+    """In this process: generate the cells once; seconds, completions and mean words."""
+    from moslim.threads import configure_openmp
+
+    openmp = configure_openmp()
+    from moslim.config import load_config
+    from moslim.data.readers import read_prompts
+    from moslim.data.schema import prompt_text
+    from moslim.evaluation import runner
+    from moslim.evaluation.config import EvalConfig
+    from moslim.objectives import ObjectiveSet
+    from moslim.paths import resolve_path
+    from moslim.policy.generate import generate_completions, load_policy
+
+    cfg = load_config(EvalConfig, CONFIG)
+    objectives = ObjectiveSet.from_yaml(resolve_path("moslim:assets/demo/objectives.yaml"))
+    prefs, _ = runner.build_grid(objectives, cfg.grid)
+    records = runner.select_prompts(read_prompts(resolve_path(cfg.prompts)), prompts, cfg.prompt_seed)
+    cells = runner.grid_cells(records, prefs, cfg.grid.per_prompt, cfg.prompt_seed)
+    model, tokenizer, _ = load_policy(cfg.base_policy)
+    gen = cfg.generation
+    start = time.perf_counter()
+    out = generate_completions(model, [prompt_text(r.prompt) for r, _ in cells], [p for _, p in cells],
+                               objectives=objectives, tokenizer=tokenizer, max_new_tokens=gen.max_new_tokens,
+                               temperature=gen.temperature, top_p=gen.top_p, num_samples=gen.num_samples,
+                               seed=gen.seed, batch_size=batch, progress=False)
+    seconds = time.perf_counter() - start
+    texts = [t for samples in out for t in samples]
+    return {"seconds": seconds, "completions": len(texts), "completions_per_s": len(texts) / seconds,
+            "mean_words": statistics.fmean(len(t.split()) for t in texts), "openmp": openmp}
+
+
+def spawn(arm: dict, prompts: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(arm["env"])
+    cmd = [sys.executable, __file__, "--prompts", str(prompts), "--arm-batch", str(arm["batch"])]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"arm {arm['name']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=32, help="held-out prompts (x 6 preferences each)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each arm runs, alternating")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="extra 'after' arms")
+    parser.add_argument("--arm-batch", type=int, help=argparse.SUPPRESS)  # a child process: one arm
+    parser.add_argument("--out", default="runs/bench/eval_throughput.json")
+    args = parser.parse_args()
+    if args.arm_batch is not None:
+        print(json.dumps(run_arm(args.prompts, args.arm_batch)))
+        return
+    from moslim.config import load_config
+    from moslim.evaluation.config import EvalConfig
+
+    batch = load_config(EvalConfig, CONFIG).generation.batch_size
+    arms = [BEFORE, {"name": "after", "env": {}, "batch": batch}]
+    arms += [{"name": f"after, batch {b}", "env": {}, "batch": b} for b in args.batch_sizes if b != batch]
+    results: dict[str, list[dict]] = {arm["name"]: [] for arm in arms}
+    for round_ in range(args.rounds):
+        for arm in arms:
+            results[arm["name"]].append(spawn(arm, args.prompts))
+            r = results[arm["name"]][-1]
+            print(f"round {round_ + 1} {arm['name']:>16}: {r['completions']} completions in {r['seconds']:.1f} s "
+                  f"= {r['completions_per_s']:.2f}/s (mean {r['mean_words']:.0f} words; {r['openmp']})", flush=True)
+    rates = {name: statistics.median(r["completions_per_s"] for r in runs) for name, runs in results.items()}
+    print(f"\nmedian completions/s over {args.rounds} round(s), ratio to 'before' ({BEFORE['env']}, batch 24):")
+    for arm in arms:
+        print(f"  {arm['name']:>16} (batch {arm['batch']:3d}): {rates[arm['name']]:.2f}/s  "
+              f"{rates[arm['name']] / rates['before']:.2f}x")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"arms": arms, "runs": results, "median_per_s": rates,
+                                          "load_average": os.getloadavg()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
