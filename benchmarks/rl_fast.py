@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 from moslim.threads import configure_openmp  # noqa: E402
 
-configure_openmp()  # the moslim command's OpenMP wait, before torch loads; export OMP_WAIT_POLICY to choose another
+OPENMP = configure_openmp()  # the moslim command's OpenMP wait, before torch loads (export OMP_WAIT_POLICY to choose)
 
 import torch  # noqa: E402
 
@@ -177,7 +177,7 @@ def main() -> None:
             results["trl_defaults"] = run_trainer(path, "stock", args, out.parent, True)
     results["bound"] = bound
     report = {"settings": vars(args), "threads": torch.get_num_threads(), "roofline": roof, "results": results,
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg()}
+              "openmp": OPENMP, "load_average": os.getloadavg()}
     out.write_text(json.dumps(report, indent=1), encoding="utf-8")
     print_table(report, args)
 
