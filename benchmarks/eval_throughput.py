@@ -33,35 +33,33 @@ def run_arm(prompts: int, batch: int) -> dict:
     from moslim.threads import configure_openmp
 
     openmp = configure_openmp()
+    import dataclasses
+
     from moslim.config import load_config
     from moslim.data.readers import read_prompts
-    from moslim.data.schema import prompt_text
     from moslim.evaluation import runner
     from moslim.evaluation.config import EvalConfig
     from moslim.objectives import ObjectiveSet
     from moslim.paths import resolve_path
-    from moslim.policy.generate import generate_completions, load_policy
 
     cfg = load_config(EvalConfig, CONFIG)
     objectives = ObjectiveSet.from_yaml(resolve_path("moslim:assets/demo/objectives.yaml"))
     prefs, _ = runner.build_grid(objectives, cfg.grid)
     records = runner.select_prompts(read_prompts(resolve_path(cfg.prompts)), prompts, cfg.prompt_seed)
     cells = runner.grid_cells(records, prefs, cfg.grid.per_prompt, cfg.prompt_seed)
-    model, tokenizer, _ = load_policy(cfg.base_policy)
-    gen = cfg.generation
-    start = time.perf_counter()
-    out = generate_completions(model, [prompt_text(r.prompt) for r, _ in cells], [p for _, p in cells],
-                               objectives=objectives, tokenizer=tokenizer, max_new_tokens=gen.max_new_tokens,
-                               temperature=gen.temperature, top_p=gen.top_p, num_samples=gen.num_samples,
-                               seed=gen.seed, batch_size=batch, progress=False)
+    gen = dataclasses.replace(cfg.generation, batch_size=batch)
+    start = time.perf_counter()  # the evaluation's own step, model loading (~1 s) included
+    rows = runner.generate_rows(cfg.base_policy, cells, objectives, gen, progress=False)
     seconds = time.perf_counter() - start
-    texts = [t for samples in out for t in samples]
+    texts = [row["completion"] for row in rows]
     return {"seconds": seconds, "completions": len(texts), "completions_per_s": len(texts) / seconds,
             "mean_words": statistics.fmean(len(t.split()) for t in texts), "openmp": openmp}
 
 
 def spawn(arm: dict, prompts: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    from moslim.threads import USER_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     env.update(arm["env"])
     cmd = [sys.executable, __file__, "--prompts", str(prompts), "--arm-batch", str(arm["batch"])]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
