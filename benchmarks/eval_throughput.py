@@ -1,4 +1,5 @@
-"""The demo evaluation's generation throughput, before and after the OpenMP wait change, in one run.
+"""The demo evaluation's generation throughput, before and after the OpenMP wait change and continuous batching, in
+one run.
 
     nice -n 5 .venv/bin/python benchmarks/eval_throughput.py               # 32 prompts x 6 preferences
     nice -n 5 .venv/bin/python benchmarks/eval_throughput.py --batch-sizes 24 48 96
@@ -6,9 +7,15 @@
 Generates what ``moslim eval --config configs/demo/eval.yaml`` generates (its held-out prompts, preference grid,
 sampling and 128-token cap) for the base SmolLM2 on the first ``--prompts`` prompts' cells, with the fast
 decoder RL uses. Each arm runs in a fresh process, since OpenMP fixes its wait policy when torch loads:
-- before: ``OMP_WAIT_POLICY=PASSIVE`` (what ``moslim`` set until 2026-12-04) and batch 24 (the config's then);
-- after: the ``moslim`` command's setting (``moslim.threads``) and the config's batch size;
-- with ``--batch-sizes``, one more "after" arm per size.
+- before: ``OMP_WAIT_POLICY=PASSIVE`` (what ``moslim`` set until 2026-12-04), batches of 24 (the config's then) in
+  the cells' order, each run until its longest completion ends (``fast.generate_batch`` per batch, as until
+  2026-12-05);
+- batches: the ``moslim`` command's OpenMP setting (``moslim.threads``), the same batches of 48 (the config's until
+  2026-12-05);
+- sorted: that setting, the prompts shortest first (``fast.generate_stream(continuous=False)``), batches of 48;
+- after: that setting, ``fast.generate_stream`` as the evaluation runs it: shortest first and continuous batching
+  (prompts join as rows end) with the config's batch size as its width;
+- with ``--batch-sizes``, one more "after" arm per width.
 Arms alternate over ``--rounds``. Prints completions/s per arm (median over rounds) and each arm's ratio to
 "before"; writes ``runs/bench/eval_throughput.json``.
 """
@@ -25,16 +32,38 @@ import time
 from pathlib import Path
 
 CONFIG = "configs/demo/eval.yaml"
-BEFORE = {"name": "before", "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "batch": 24}
+BEFORE = {"name": "before", "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "batch": 24, "mode": "batches"}
+BATCHES = {"name": "batches", "env": {}, "batch": 48, "mode": "batches"}
+SORTED = {"name": "sorted", "env": {}, "batch": 48, "mode": "sorted"}
+MODES = ("batches", "sorted", "stream")
 
 
-def run_arm(prompts: int, batch: int) -> dict:
-    """In this process: generate the cells once; seconds, completions and mean words."""
+def in_batches(model, tokenizer, prompt_ids, *, width, on_done=None, **sampling):
+    """The evaluation's generation until 2026-12-05: ``generate_batch`` on consecutive batches of ``width``."""
+    from moslim.policy.fast import generate_batch
+
+    completions, logprobs = [], []
+    for start in range(0, len(prompt_ids), width):
+        done = generate_batch(model, tokenizer, prompt_ids[start:start + width], **sampling)
+        completions += done[0]
+        logprobs += done[1]
+    return completions, logprobs
+
+
+def run_arm(prompts: int, batch: int, mode: str) -> dict:
+    """In this process: generate the cells once (``mode``: one of ``MODES``); seconds, completions, mean words."""
     from moslim.threads import configure_openmp
 
     openmp = configure_openmp()
     import dataclasses
+    import functools
 
+    from moslim.policy import fast
+
+    if mode == "batches":
+        fast.generate_stream = in_batches
+    elif mode == "sorted":
+        fast.generate_stream = functools.partial(fast.generate_stream, continuous=False)
     from moslim.config import load_config
     from moslim.data.readers import read_prompts
     from moslim.evaluation import runner
@@ -61,7 +90,8 @@ def spawn(arm: dict, prompts: int) -> dict:
 
     env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
     env.update(arm["env"])
-    cmd = [sys.executable, __file__, "--prompts", str(prompts), "--arm-batch", str(arm["batch"])]
+    cmd = [sys.executable, __file__, "--prompts", str(prompts), "--arm-batch", str(arm["batch"]),
+           "--arm-mode", arm["mode"]]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"arm {arm['name']} failed:\n{done.stderr[-3000:]}")
@@ -74,17 +104,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="times each arm runs, alternating")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="extra 'after' arms")
     parser.add_argument("--arm-batch", type=int, help=argparse.SUPPRESS)  # a child process: one arm
+    parser.add_argument("--arm-mode", choices=MODES, default="stream", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/bench/eval_throughput.json")
     args = parser.parse_args()
     if args.arm_batch is not None:
-        print(json.dumps(run_arm(args.prompts, args.arm_batch)))
+        print(json.dumps(run_arm(args.prompts, args.arm_batch, args.arm_mode)))
         return
     from moslim.config import load_config
     from moslim.evaluation.config import EvalConfig
 
     batch = load_config(EvalConfig, CONFIG).generation.batch_size
-    arms = [BEFORE, {"name": "after", "env": {}, "batch": batch}]
-    arms += [{"name": f"after, batch {b}", "env": {}, "batch": b} for b in args.batch_sizes if b != batch]
+    arms = [BEFORE, BATCHES, SORTED, {"name": "after", "env": {}, "batch": batch, "mode": "stream"}]
+    arms += [{"name": f"after, width {b}", "env": {}, "batch": b, "mode": "stream"} for b in args.batch_sizes
+             if b != batch]
     results: dict[str, list[dict]] = {arm["name"]: [] for arm in arms}
     for round_ in range(args.rounds):
         for arm in arms:
@@ -95,7 +127,8 @@ def main() -> None:
     rates = {name: statistics.median(r["completions_per_s"] for r in runs) for name, runs in results.items()}
     print(f"\nmedian completions/s over {args.rounds} round(s), ratio to 'before' ({BEFORE['env']}, batch 24):")
     for arm in arms:
-        print(f"  {arm['name']:>16} (batch {arm['batch']:3d}): {rates[arm['name']]:.2f}/s  "
+        print(f"  {arm['name']:>16} ({'width' if arm['mode'] == 'stream' else 'batch'} {arm['batch']:3d}): "
+              f"{rates[arm['name']]:.2f}/s  "
               f"{rates[arm['name']] / rates['before']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"arms": arms, "runs": results, "median_per_s": rates,

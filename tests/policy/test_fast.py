@@ -166,6 +166,60 @@ def test_on_step_sees_every_token_once_and_stops_the_rows_it_returns(tiny_lm):
     assert [seen[row] for row in range(len(PROMPTS))] == completions
 
 
+# -- continuous batching ----------------------------------------------------------------------------
+STREAM_PROMPTS = PROMPTS * 3 + [list(range(50, 62)), [60, 61]]  # a long prompt joins after short ones
+
+
+def _forward_logprobs(model, prompt, completion):
+    ids = torch.tensor([prompt + completion])
+    expected = model(ids).logits[0, len(prompt) - 1: -1].log_softmax(-1)
+    return expected.gather(1, torch.tensor(completion)[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("grow", [2, 32])
+def test_streamed_rows_joining_mid_way_score_like_a_plain_forward(tiny_lm, monkeypatch, grow):
+    monkeypatch.setattr(fast_decode, "GROW", grow)  # 2: the cache moves and grows every other step
+    eos = list(range(6, 30))  # many rows end early, so places free up and the next prompts join
+    joined = []
+    real_admit = fast_decode.StaticDecoder.admit
+
+    def admit(self, ids, mask, rows, capacity=None):
+        joined.append((self.length, rows.numel()))
+        return real_admit(self, ids, mask, rows, capacity)
+
+    monkeypatch.setattr(fast_decode.StaticDecoder, "admit", admit)
+    done = []
+    completions, logprobs = fast.generate_stream(
+        tiny_lm, None, STREAM_PROMPTS, width=4, max_new_tokens=10, eos_token_ids=eos,
+        generator=torch.Generator().manual_seed(6), dtype=torch.float32, on_done=done.append)
+    assert len(joined) > 3 and all(rows <= 4 for _, rows in joined)  # joined a few at a time, never over width
+    assert done == sorted(done) and done[-1] == len(STREAM_PROMPTS)
+    for prompt, completion, lps in zip(STREAM_PROMPTS, completions, logprobs):
+        stops = [i for i, token in enumerate(completion) if token in eos]
+        assert stops in ([], [len(completion) - 1]) and (stops or len(completion) == 10)
+        assert torch.allclose(torch.tensor(lps), _forward_logprobs(tiny_lm, prompt, completion), atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", ["static", "batches", "hf"])
+def test_streamed_greedy_completions_equal_model_generate(tiny_lm, monkeypatch, decoder):
+    if decoder == "hf":  # no rows can join mid-way: batches of `width`
+        monkeypatch.setattr(fast, "static_support", lambda model, capacity: "forced for the test")
+    completions, _ = fast.generate_stream(tiny_lm, None, STREAM_PROMPTS, width=3, max_new_tokens=8, temperature=0,
+                                          eos_token_ids=[5, 9, 12], dtype=torch.float32,
+                                          continuous=decoder != "batches")
+    for prompt, completion in zip(STREAM_PROMPTS, completions):
+        out = tiny_lm.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=8, eos_token_id=[5, 9, 12],
+                               pad_token_id=0)
+        assert completion == out[0, len(prompt):].tolist()
+
+
+def test_stream_rejects_bad_settings(tiny_lm):
+    with pytest.raises(ValueError, match="width=0"):
+        fast.generate_stream(tiny_lm, None, PROMPTS, width=0, max_new_tokens=4)
+    with pytest.raises(ValueError, match="non-empty"):
+        fast.generate_stream(tiny_lm, None, [[1], []], width=2, max_new_tokens=4)
+
+
 def test_unsupported_architecture_falls_back_to_the_models_own_forward(tiny_lm):
     assert fast_decode.static_support(tiny_lm, 100) is None
     assert "GPT2" in fast_decode.static_support(type("GPT2LMHeadModel", (), {})(), 100)

@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--num-samples", type=int, default=1, help="completions per prompt (default 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="prompts decoding at once; with the fast engine the next prompts join as rows end "
+                             "(continuous batching) (default: 8)")
     parser.add_argument("--engine", default="auto", metavar="{auto,fast,stock}",
                         help="fast: moslim's batched CPU sampler; stock: model.generate; auto: fast on CPU "
                         "(the values of RL's train.rollout)")

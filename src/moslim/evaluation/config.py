@@ -35,7 +35,8 @@ class GenerationConfig:
     temperature: float = bounded(0.7, low=0, low_inclusive=False)
     top_p: float = bounded(0.95, low=0, low_inclusive=False, high=1)
     num_samples: int = bounded(1, low=1)  # completions per (prompt, preference)
-    batch_size: int = bounded(16, low=1)
+    batch_size: int = bounded(16, low=1)  # prompts decoding at once (x num_samples rows); on the fast path the next
+    # prompts join as rows end (continuous batching)
     seed: int = 0
 
 

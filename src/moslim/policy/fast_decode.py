@@ -9,8 +9,10 @@ the attention scale folded into the query weights, weights are cast once to the 
 in bf16 where oneDNN runs it, reordered once into its blocked layout, the MLP's SiLU and gating
 product running as post-ops of its matmuls: see ``_Linears``), the cache is one preallocated tensor,
 and the per-layer Python is a couple of dozen tensor ops instead of HF's module stack.
-``keep(rows)`` drops finished rows so later steps cost less. Rounding differs from HF's bf16 forward
-at the level of bf16 itself (tested: log-probs within 0.05 of the float32 forward).
+``keep(rows)`` drops finished rows so later steps cost less; ``admit`` adds rows for new prompts mid-way
+(continuous batching), moving the cache's used columns so every row's last token shares one column.
+Rounding differs from HF's bf16 forward at the level of bf16 itself (tested: log-probs within 0.05 of the
+float32 forward).
 
 # u = distinct prompts, b = rows kept, p = prompt length (padded), t = cache length,
 # d = hidden, h = query heads, g = key/value heads, e = head dim, v = vocabulary, L = layers
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+GROW = 32  # columns a full cache grows by (the attention reads every column: few spare ones, few copies)
 
 
 def static_support(model, capacity: int) -> str | None:
@@ -109,6 +112,7 @@ class StaticDecoder:
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.rotary = base.rotary_emb
+        self.cache, self.length = None, 0  # (L, 2, b, g, t, e) once rows are admitted
         self.linear = linear = _Linears(dtype, rows)
         scale = self.head_dim ** -0.5  # folded into the query weights (exact for a power-of-4 head dim)
 
@@ -186,34 +190,73 @@ class StaticDecoder:
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, capacity: int) -> torch.Tensor:
         """Run the distinct prompts ``ids`` (u, p) (left-padded, ``mask`` (u, p) 1 = token) and start
-        rows (b,) (row i continues prompt ``rows[i]``); return the next-token logits (b, v)."""
+        rows (b,) (row i continues prompt ``rows[i]``), with room for ``capacity`` tokens in all; return
+        the next-token logits (b, v)."""
+        self.cache, self.length = None, 0
+        return self.admit(ids, mask, rows, capacity)
+
+    @torch.no_grad()
+    def admit(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, capacity: int | None = None
+              ) -> torch.Tensor:
+        """Add rows continuing the distinct prompts ``ids`` (u, p) after the rows held (continuous
+        batching), as ``prefill`` does; return the new rows' next-token logits (b, v).
+
+        Every row's last token sits in the same cache column, so the new prompts end where the held
+        rows' last tokens are (left padding, as in a prefill), and the held rows' columns move so
+        that the longest of the two ends there; columns no row attends to are dropped. ``capacity``:
+        the cache's columns after this (default: those in use + ``GROW``; ``step`` grows it when full)."""
         u, p = ids.shape
-        b = rows.numel()
+        held = 0 if self.cache is None else self.cache.size(2)
+        used = self._used_columns()
+        t = max(used, p)
+        self._relayout(t, capacity or t + GROW, rows.numel())
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (u, p)
         cos, sin = self._cos_sin(positions)
         device = ids.device
         causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
         # a padding query attends to itself only, so no row of the softmax is empty (NaN would leak)
         attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool, device=device)
-        self.cache = torch.zeros(len(self.layers), 2, b, self.kv_heads, capacity, self.head_dim, dtype=self.dtype,
-                                 device=device)
+        cache = self.cache
 
         def write(layer, k, v):
-            self.cache[layer, 0, :, :, :p] = k[rows]
-            self.cache[layer, 1, :, :, :p] = v[rows]
+            cache[layer, 0, held:, :, t - p:t] = k[rows]
+            cache[layer, 1, held:, :, t - p:t] = v[rows]
             return k, v
 
         hidden = self._forward(self.embed[ids], cos, sin, attn[:, None], write)
-        self.length = p
         # which cache columns each row may attend to, as an additive float32 bias (0 or -inf)
-        self.bias = torch.full((b, 1, 1, capacity), float("-inf"), device=device)
-        self.bias[:, 0, 0, :p].masked_fill_(mask.bool()[rows], 0.0)
-        self.positions = positions[rows, -1]  # (b,) position of each row's last token
+        self.bias[held:, 0, 0, t - p:t].masked_fill_(mask.bool()[rows], 0.0)
+        last = positions[rows, -1]  # (b,) position of each new row's last token
+        self.positions = last if held == 0 else torch.cat([self.positions, last])
         return self.linear(hidden[:, -1], self.lm_head)[rows]
+
+    def _used_columns(self) -> int:
+        """How many of the last columns some held row attends to (0 when no row is held)."""
+        if self.cache is None or self.cache.size(2) == 0:
+            return 0
+        used = (self.bias[:, 0, 0, :self.length] == 0).any(0).nonzero()
+        return self.length - int(used[0]) if len(used) else 0
+
+    def _relayout(self, length: int, capacity: int, new_rows: int = 0) -> None:
+        """A cache of ``capacity`` columns with ``new_rows`` empty rows after those held, whose used
+        columns move to end at column ``length`` (the new length)."""
+        held = 0 if self.cache is None else self.cache.size(2)
+        used = self._used_columns()
+        shape = (len(self.layers), 2, held + new_rows, self.kv_heads, capacity, self.head_dim)
+        device = self.embed.device
+        cache = torch.zeros(shape, dtype=self.dtype, device=device)
+        bias = torch.full((held + new_rows, 1, 1, capacity), float("-inf"), device=device)
+        if used:
+            cache[:, :, :held, :, length - used:length] = self.cache[..., self.length - used:self.length, :]
+            bias[:held, ..., length - used:length] = self.bias[..., self.length - used:self.length]
+        self.cache, self.bias, self.length = cache, bias, length
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens`` (b,) and return the next-token logits (b, v)."""
+        if self.length == self.cache.size(-2):  # full: drop the columns no row uses, add GROW
+            used = self._used_columns()
+            self._relayout(used, used + GROW)
         t = self.length
         self.positions = self.positions + 1
         self.bias[:, 0, 0, t] = 0.0

@@ -142,19 +142,17 @@ def _generate_stock(model, tokenizer, prompts: list[str], max_new_tokens: int, t
 
 def _generate_fast(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                    num_samples: int, seed: int, batch_size: int, progress: bool) -> list[list[str]]:
-    """The same completions' distribution through ``fast.generate_batch`` (each prompt prefilled once), unstripped."""
-    from moslim.policy.fast import generate_batch
+    """The same completions' distribution through ``fast.generate_stream``: up to ``batch_size`` prompts' rows decode at
+    once, the next prompts joining as rows end (each prompt's samples prefilled once), unstripped."""
+    from moslim.policy.fast import generate_stream
 
     generator = torch.Generator().manual_seed(seed)
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    completions: list[list[str]] = []
-    bar = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not progress)
-    for start in range(0, len(prompts), batch_size):
-        rows = [ids for ids in prompt_ids[start:start + batch_size] for _ in range(num_samples)]
-        completion_ids, _ = generate_batch(model, tokenizer, rows, max_new_tokens=max_new_tokens,
-                                           temperature=temperature, top_p=top_p, generator=generator)
-        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        completions += [texts[i:i + num_samples] for i in range(0, len(texts), num_samples)]
-        bar.update(len(rows) // num_samples)
+    rows = [ids for ids in prompt_ids for _ in range(num_samples)]
+    bar = tqdm(total=len(rows), desc="generating", unit="completion", disable=not progress)
+    completion_ids, _ = generate_stream(model, tokenizer, rows, width=batch_size * num_samples,
+                                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                        generator=generator, on_done=lambda n: bar.update(n - bar.n))
     bar.close()
-    return completions
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return [texts[i:i + num_samples] for i in range(0, len(texts), num_samples)]
