@@ -13,8 +13,10 @@ decoder RL uses. Each arm runs in a fresh process, since OpenMP fixes its wait p
 - batches: the ``moslim`` command's OpenMP setting (``moslim.threads``), the same batches of 48 (the config's until
   2026-12-05);
 - sorted: that setting, the prompts shortest first (``fast.generate_stream(continuous=False)``), batches of 48;
-- after: that setting, ``fast.generate_stream`` as the evaluation runs it: shortest first and continuous batching
-  (prompts join as rows end) with the config's batch size as its width;
+- continuous: that setting, shortest first and continuous batching (prompts join as rows end), width 48, each
+  prompt prefilled whole;
+- after: ``fast.generate_stream`` as the evaluation runs it: continuous batching as above with the config's batch
+  size as its width, and the start that prompts share (their system message) prefilled once;
 - with ``--batch-sizes``, one more "after" arm per width.
 Arms alternate over ``--rounds``. Prints completions/s per arm (median over rounds) and each arm's ratio to
 "before"; writes ``runs/bench/eval_throughput.json``.
@@ -35,7 +37,8 @@ CONFIG = "configs/demo/eval.yaml"
 BEFORE = {"name": "before", "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "batch": 24, "mode": "batches"}
 BATCHES = {"name": "batches", "env": {}, "batch": 48, "mode": "batches"}
 SORTED = {"name": "sorted", "env": {}, "batch": 48, "mode": "sorted"}
-MODES = ("batches", "sorted", "stream")
+CONTINUOUS = {"name": "continuous", "env": {}, "batch": 48, "mode": "continuous"}
+MODES = ("batches", "sorted", "continuous", "stream")
 
 
 def in_batches(model, tokenizer, prompt_ids, *, width, on_done=None, **sampling):
@@ -64,6 +67,8 @@ def run_arm(prompts: int, batch: int, mode: str) -> dict:
         fast.generate_stream = in_batches
     elif mode == "sorted":
         fast.generate_stream = functools.partial(fast.generate_stream, continuous=False)
+    elif mode == "continuous":
+        fast.SHARED_PREFIX_MIN = 1 << 30  # no two prompts share that many tokens
     from moslim.config import load_config
     from moslim.data.readers import read_prompts
     from moslim.evaluation import runner
@@ -114,7 +119,7 @@ def main() -> None:
     from moslim.evaluation.config import EvalConfig
 
     batch = load_config(EvalConfig, CONFIG).generation.batch_size
-    arms = [BEFORE, BATCHES, SORTED, {"name": "after", "env": {}, "batch": batch, "mode": "stream"}]
+    arms = [BEFORE, BATCHES, SORTED, CONTINUOUS, {"name": "after", "env": {}, "batch": batch, "mode": "stream"}]
     arms += [{"name": f"after, width {b}", "env": {}, "batch": b, "mode": "stream"} for b in args.batch_sizes
              if b != batch]
     results: dict[str, list[dict]] = {arm["name"]: [] for arm in arms}

@@ -183,9 +183,9 @@ def test_streamed_rows_joining_mid_way_score_like_a_plain_forward(tiny_lm, monke
     joined = []
     real_admit = fast_decode.StaticDecoder.admit
 
-    def admit(self, ids, mask, rows, capacity=None):
+    def admit(self, ids, mask, rows, capacity=None, prefix=None):
         joined.append((self.length, rows.numel()))
-        return real_admit(self, ids, mask, rows, capacity)
+        return real_admit(self, ids, mask, rows, capacity, prefix)
 
     monkeypatch.setattr(fast_decode.StaticDecoder, "admit", admit)
     done = []
@@ -198,6 +198,41 @@ def test_streamed_rows_joining_mid_way_score_like_a_plain_forward(tiny_lm, monke
         stops = [i for i, token in enumerate(completion) if token in eos]
         assert stops in ([], [len(completion) - 1]) and (stops or len(completion) == 10)
         assert torch.allclose(torch.tensor(lps), _forward_logprobs(tiny_lm, prompt, completion), atol=1e-5)
+
+
+SYSTEMS = [list(range(40, 57)), list(range(40, 52)) + list(range(70, 78))]  # 17 and 20 tokens, 12 shared
+SHARED_PROMPTS = [system + question for question in ([10, 11], [12, 13, 14, 15], [16]) for system in SYSTEMS]
+SHARED_PROMPTS += [SYSTEMS[0] + [20], SYSTEMS[0][:16], [30, 31, 32]]  # a prompt inside another's start; a loner
+
+
+def test_prompts_sharing_a_start_prefill_it_once_and_score_like_a_plain_forward(tiny_lm, monkeypatch):
+    prefixes = []
+    real = fast_decode.StaticDecoder._prefix_keys
+
+    def spy(self, ids, mask):
+        prefixes.extend(tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask))
+        return real(self, ids, mask)
+
+    monkeypatch.setattr(fast_decode.StaticDecoder, "_prefix_keys", spy)
+    completions, logprobs = fast.generate_stream(
+        tiny_lm, None, SHARED_PROMPTS, width=8, max_new_tokens=7, eos_token_ids=list(range(6, 20)),
+        generator=torch.Generator().manual_seed(7), dtype=torch.float32)
+    assert all(len(x) >= 16 for x in prefixes if x) and tuple(SYSTEMS[1]) in prefixes
+    assert len(prefixes) < len(SHARED_PROMPTS)  # each shared start ran once
+    for prompt, completion, lps in zip(SHARED_PROMPTS, completions, logprobs):
+        assert torch.allclose(torch.tensor(lps), _forward_logprobs(tiny_lm, prompt, completion), atol=1e-5)
+
+
+def test_shared_prefixes_cut_where_most_prefill_is_saved():
+    a, b, c = (1,) * 20 + (2, 3), (1,) * 20 + (4,), (1,) * 19 + (5,)
+    prefixes, of, suffixes = fast.shared_prefixes([a, b, c, (9, 9)], least=16)
+    assert [prefixes[i] + s for i, s in zip(of, suffixes)] == [a, b, c, (9, 9)]
+    # 19 tokens shared by three save more (19 x 2/3 each) than 20 shared by two (20 x 1/2)
+    assert [prefixes[i] for i in of] == [(1,) * 19] * 3 + [()]
+    prefixes, of, _ = fast.shared_prefixes([a, b], least=16)
+    assert [prefixes[i] for i in of] == [(1,) * 20] * 2
+    assert fast.shared_prefixes([(1,) * 17, (1,) * 17 + (2,)], least=16)[2] == [(1,), (2,)]  # never empty
+    assert fast.shared_prefixes([a, (9, 9)], least=16) == ([], [], [a, (9, 9)])
 
 
 @pytest.mark.parametrize("decoder", ["static", "batches", "hf"])

@@ -32,6 +32,7 @@ SETTINGS = ("auto", "fast", "stock")  # train.rollout and `moslim generate --eng
 RENAMED_SETTINGS = {"trl": "stock", "hf": "stock"}
 COMPACT_BELOW = 0.75  # drop finished rows once fewer than this share of the decoded rows is still going
 REFILL_AT = 0.25  # continuous batching: waiting prompts join once this share of the places is free
+SHARED_PREFIX_MIN = 16  # tokens two prompts must share (a system message) for their start to be prefilled once
 OnStep = Callable[[list[int], list[int]], Iterable[int] | None]  # (rows, tokens) -> rows to stop
 # What the fast path reads from (or replaces on) a built GRPOTrainer / RLOOTrainer. Several are TRL's private
 # members, which is why pyproject.toml pins TRL's minor version; ``check_trl_members`` names a missing one.
@@ -129,15 +130,16 @@ def make_decoder(model, capacity: int, dtype: torch.dtype | None = None):
 
 def _decode(decoder, logits, num_rows: int, max_new_tokens: int, eos: torch.Tensor, sampling: dict,
             on_step: OnStep | None = None, admit: Callable[[int], tuple[list[int], torch.Tensor]] | None = None,
-            width: int = 0, on_done: Callable[[int], None] | None = None):
-    """Sample until every row ends; the decoder holds rows 0.. of ``logits`` at first.
+            width: int = 0, on_done: Callable[[int], None] | None = None, first: list[int] | None = None):
+    """Sample until every row ends; the decoder holds output rows ``first`` (default 0, 1, ...) at first, whose
+    next-token logits are ``logits``.
 
     ``admit(free)``, when given, adds up to ``free`` waiting prompts' rows to the decoder once that many
     of ``width`` places are free and returns (their output rows, their logits); it returns ([], None)
     when none wait. ``on_done(n)`` hears how many rows have ended, each time some end."""
     completions: list[list[int]] = [[] for _ in range(num_rows)]
     logprobs: list[list[float]] = [[] for _ in range(num_rows)]
-    decoded = list(range(logits.size(0)))  # output row of each row the decoder holds
+    decoded = list(range(logits.size(0)) if first is None else first)  # output row of each row the decoder holds
     going = set(decoded)
     waiting = admit is not None
     while True:
@@ -240,19 +242,68 @@ def _generate_sorted(model, tokenizer, prompt_ids, width, max_new_tokens, eos, s
                 return [], None
             following = chunk[-1] + 1
             distinct: dict[tuple[int, ...], int] = {}
-            rows = torch.tensor([distinct.setdefault(tuple(prompt_ids[i]), len(distinct)) for i in chunk])
-            ids, mask = (t.to(device) for t in _left_pad(list(distinct), pad_id=0))
-            return chunk, decoder.admit(ids, mask, rows.to(device))
+            which = [distinct.setdefault(tuple(prompt_ids[i]), len(distinct)) for i in chunk]
+            prefixes, of, suffixes = shared_prefixes(list(distinct))
+            joined, logits = [], []
+            for group in _similar_lengths(sorted(range(len(suffixes)), key=lambda d: len(suffixes[d])), suffixes):
+                place = {d: n for n, d in enumerate(group)}
+                members = [(i, place[d]) for i, d in zip(chunk, which) if d in place]
+                joined += [i for i, _ in members]
+                ids, mask = (t.to(device) for t in _left_pad([suffixes[d] for d in group], pad_id=0))
+                rows = torch.tensor([n for _, n in members], device=device)
+                prefix = None
+                if prefixes:
+                    used = {k: n for n, k in enumerate(dict.fromkeys(of[d] for d in group))}
+                    pids, pmask = (t.to(device) for t in _left_pad([prefixes[k] for k in used], pad_id=0))
+                    prefix = (pids, pmask, torch.tensor([used[of[d]] for d in group], device=device))
+                logits.append(decoder.admit(ids, mask, rows, prefix=prefix))
+            return joined, torch.cat(logits)
 
-        _, logits = admit(width)
+        first, logits = admit(width)
         return _decode(decoder, logits, len(prompt_ids), max_new_tokens, eos, sampling, admit=admit, width=width,
-                       on_done=on_done)
+                       on_done=on_done, first=first)
     finally:
         model.train(was_training)
 
 
+def _similar_lengths(order: list[int], sequences) -> list[list[int]]:
+    """``order`` (indices of ``sequences``, shortest first) cut where one is over 1.25x the first of its group
+    (+8 tokens): each group's prefill pads little (one long prompt would pad every other to its length)."""
+    groups: list[list[int]] = []
+    for i in order:
+        if not groups or len(sequences[i]) > 1.25 * len(sequences[groups[-1][0]]) + 8:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
+
+
+def shared_prefixes(prompts: list[tuple[int, ...]], least: int | None = None
+                    ) -> tuple[list[tuple[int, ...]], list[int], list[tuple[int, ...]]]:
+    """Split distinct prompts into (distinct prefixes, each prompt's prefix index, suffixes), the suffix never empty.
+
+    Each prompt is cut where it saves the most prefill: at a start of c >= ``least`` tokens shared by k prompts
+    (itself included), maximising c (1 - 1/k), the tokens saved if all k cut there (a system message shared by
+    many prompts beats a longer start shared by two). ([], [], prompts) when no prompt shares ``least`` tokens
+    (default ``SHARED_PREFIX_MIN``)."""
+    least = SHARED_PREFIX_MIN if least is None else least
+    def common(x, y):
+        return next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
+
+    cut = []
+    for i, x in enumerate(prompts):
+        shared = sorted((min(common(x, y), len(x) - 1) for j, y in enumerate(prompts) if j != i), reverse=True)
+        # shared[k - 2] is the longest start x shares with k - 1 others
+        best = max(((c * (1 - 1 / k), c) for k, c in enumerate(shared, start=2) if c >= least), default=(0, 0))
+        cut.append(best[1])
+    if not any(cut):
+        return [], [], list(prompts)
+    index: dict[tuple[int, ...], int] = {}
+    of = [index.setdefault(x[:c], len(index)) for x, c in zip(prompts, cut)]
+    return list(index), of, [x[c:] for x, c in zip(prompts, cut)]
+
+
 def _left_pad(sequences: list[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, p) ids and mask, padded on the left to the longest sequence."""
+    """(n, p) ids and mask, padded on the left to the longest sequence (an empty one: all padding)."""
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros(len(sequences), longest, dtype=torch.long)

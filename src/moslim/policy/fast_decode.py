@@ -196,39 +196,68 @@ class StaticDecoder:
         return self.admit(ids, mask, rows, capacity)
 
     @torch.no_grad()
-    def admit(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, capacity: int | None = None
-              ) -> torch.Tensor:
+    def admit(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, capacity: int | None = None,
+              prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Add rows continuing the distinct prompts ``ids`` (u, p) after the rows held (continuous
         batching), as ``prefill`` does; return the new rows' next-token logits (b, v).
 
         Every row's last token sits in the same cache column, so the new prompts end where the held
         rows' last tokens are (left padding, as in a prefill), and the held rows' columns move so
         that the longest of the two ends there; columns no row attends to are dropped. ``capacity``:
-        the cache's columns after this (default: those in use + ``GROW``; ``step`` grows it when full)."""
+        the cache's columns after this (default: those in use + ``GROW``; ``step`` grows it when full).
+        ``prefix``: (ids (r, q), mask (r, q), of (u,)): prompt i is then prefix ``of[i]`` followed by
+        ``ids[i]``; each distinct prefix runs once (prompts sharing a system message)."""
         u, p = ids.shape
-        held = 0 if self.cache is None else self.cache.size(2)
-        used = self._used_columns()
-        t = max(used, p)
-        self._relayout(t, capacity or t + GROW, rows.numel())
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (u, p)
-        cos, sin = self._cos_sin(positions)
         device = ids.device
+        q = 0 if prefix is None else prefix[0].size(1)
+        held = 0 if self.cache is None else self.cache.size(2)
+        t = max(self._used_columns(), q + p)
+        self._relayout(t, capacity or t + GROW, rows.numel())
+        cache = self.cache
         causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
         # a padding query attends to itself only, so no row of the softmax is empty (NaN would leak)
         attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool, device=device)
-        cache = self.cache
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (u, p)
+        if prefix is None:
+            def write(layer, k, v):
+                cache[layer, 0, held:, :, t - p:t] = k[rows]
+                cache[layer, 1, held:, :, t - p:t] = v[rows]
+                return k, v
+        else:
+            pids, pmask, of = prefix
+            keys = self._prefix_keys(pids, pmask)  # per layer: (r, g, q, e) keys and values
+            seen = pmask.bool()[of]  # (u, q): the prefix columns each prompt attends to
+            attn = torch.cat([seen[:, None, :].expand(u, p, q), attn], dim=-1)  # (u, p, q + p)
+            positions = positions + pmask.sum(-1)[of][:, None]
+            self.bias[held:, 0, 0, t - q - p:t - p].masked_fill_(seen[rows], 0.0)
 
-        def write(layer, k, v):
-            cache[layer, 0, held:, :, t - p:t] = k[rows]
-            cache[layer, 1, held:, :, t - p:t] = v[rows]
-            return k, v
-
+            def write(layer, k, v):
+                pk, pv = keys[layer][0][of], keys[layer][1][of]
+                cache[layer, 0, held:, :, t - q - p:t] = torch.cat([pk, k], dim=2)[rows]
+                cache[layer, 1, held:, :, t - q - p:t] = torch.cat([pv, v], dim=2)[rows]
+                return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        cos, sin = self._cos_sin(positions)
         hidden = self._forward(self.embed[ids], cos, sin, attn[:, None], write)
         # which cache columns each row may attend to, as an additive float32 bias (0 or -inf)
         self.bias[held:, 0, 0, t - p:t].masked_fill_(mask.bool()[rows], 0.0)
         last = positions[rows, -1]  # (b,) position of each new row's last token
         self.positions = last if held == 0 else torch.cat([self.positions, last])
         return self.linear(hidden[:, -1], self.lm_head)[rows]
+
+    def _prefix_keys(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values (r, g, q, e) for the left-padded prefixes ``ids`` (r, q)."""
+        r, q = ids.shape
+        causal = torch.ones(q, q, dtype=torch.bool, device=ids.device).tril()
+        attn = (causal & mask.bool()[:, None, :]) | torch.eye(q, dtype=torch.bool, device=ids.device)
+        cos, sin = self._cos_sin((mask.long().cumsum(-1) - 1).clamp(min=0))
+        keys = []
+
+        def write(layer, k, v):
+            keys.append((k, v))
+            return k, v
+
+        self._forward(self.embed[ids], cos, sin, attn[:, None], write)
+        return keys
 
     def _used_columns(self) -> int:
         """How many of the last columns some held row attends to (0 when no row is held)."""
