@@ -235,6 +235,26 @@ def test_shared_prefixes_cut_where_most_prefill_is_saved():
     assert fast.shared_prefixes([a, (9, 9)], least=16) == ([], [], [a, (9, 9)])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=12), min_size=1, max_size=12, unique_by=tuple))
+def test_shared_prefixes_cut_as_a_search_over_every_pair_would(prompts):
+    prompts = [tuple(x) for x in prompts]
+    least = 3
+
+    def common(x, y):
+        return next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
+
+    expected = []
+    for i, x in enumerate(prompts):
+        shared = sorted((min(common(x, y), len(x) - 1) for j, y in enumerate(prompts) if j != i), reverse=True)
+        expected.append(max(((c * (1 - 1 / k), c) for k, c in enumerate(shared, start=2) if c >= least),
+                            default=(0, 0))[1])
+    prefixes, of, suffixes = fast.shared_prefixes(prompts, least=least)
+    cuts = [len(prefixes[k]) for k in of] if prefixes else [0] * len(prompts)
+    assert cuts == expected
+    assert all(suffixes) and (not prefixes or [prefixes[k] + s for k, s in zip(of, suffixes)] == prompts)
+
+
 @pytest.mark.parametrize("decoder", ["static", "batches", "hf"])
 def test_streamed_greedy_completions_equal_model_generate(tiny_lm, monkeypatch, decoder):
     if decoder == "hf":  # no rows can join mid-way: batches of `width`

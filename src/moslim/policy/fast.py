@@ -188,11 +188,11 @@ def generate_stream(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, wi
                     continuous: bool = True) -> tuple[list[list[int]], list[list[float]]]:
     """``generate_batch`` over any number of prompts, at most ``width`` rows decoding at once.
 
-    Prompts are taken shortest first, so that each prefill pads little (left padding to the longest prompt
-    of a batch was ~40% of the demo evaluation's prefill tokens); completions come back in the prompts'
-    order. As rows end, the next prompts join the batch (continuous batching): late
-    steps no longer run nearly empty while the longest completions of a batch finish, which a CPU pays
-    for (a decode step's fixed cost is that of ~30 rows on SmolLM2). The same sampling semantics as
+    Prompts are taken shortest first, so that each prefill pads little; completions come back in the
+    prompts' order. As rows end, the next prompts join the batch (continuous batching): late steps no
+    longer run nearly empty while the longest completions of a batch finish, which a CPU pays for (a
+    decode step's fixed cost is that of ~30 rows on SmolLM2). The start that joining prompts share (a
+    system message) is prefilled once (``shared_prefixes``). The same sampling semantics as
     ``generate_batch``. ``continuous=False``, and decoders that cannot take rows mid-way (``HFDecoder``), run
     ``generate_batch`` on batches of ``width`` prompts instead, each until its longest completion ends.
     ``on_done(n)`` is told the number of completions finished so far (a progress bar).
@@ -286,15 +286,25 @@ def shared_prefixes(prompts: list[tuple[int, ...]], least: int | None = None
     many prompts beats a longer start shared by two). ([], [], prompts) when no prompt shares ``least`` tokens
     (default ``SHARED_PREFIX_MIN``)."""
     least = SHARED_PREFIX_MIN if least is None else least
+
     def common(x, y):
         return next((i for i, (s, t) in enumerate(zip(x, y)) if s != t), min(len(x), len(y)))
 
-    cut = []
-    for i, x in enumerate(prompts):
-        shared = sorted((min(common(x, y), len(x) - 1) for j, y in enumerate(prompts) if j != i), reverse=True)
-        # shared[k - 2] is the longest start x shares with k - 1 others
-        best = max(((c * (1 - 1 / k), c) for k, c in enumerate(shared, start=2) if c >= least), default=(0, 0))
-        cut.append(best[1])
+    # in lexicographic order, the start two prompts share is the least of their neighbours' between them
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    next_shared = [common(prompts[a], prompts[b]) for a, b in zip(order, order[1:])]
+    cut = [0] * len(prompts)
+    for r, i in enumerate(order):
+        shared = []  # the start prompt i shares with each other prompt sharing at least `least`
+        for steps in (range(r - 1, -1, -1), range(r, len(order) - 1)):
+            running = len(prompts[i])
+            for s in steps:
+                running = min(running, next_shared[s])
+                if running < least:
+                    break
+                shared.append(min(running, len(prompts[i]) - 1))
+        shared.sort(reverse=True)  # shared[k - 2]: the longest start i shares with k - 1 others
+        cut[i] = max(((c * (1 - 1 / k), c) for k, c in enumerate(shared, start=2) if c >= least), default=(0, 0))[1]
     if not any(cut):
         return [], [], list(prompts)
     index: dict[tuple[int, ...], int] = {}
