@@ -96,12 +96,7 @@ def generate_batch(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, max
     client gone), which end as they are. ``decoder``: one ``make_decoder`` built earlier for the same,
     unchanged weights (a server's), which skips casting and packing them again (~0.2 s on SmolLM2).
     """
-    check_sampling(temperature, top_p, top_k)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens}: expected >= 1")
-    if not prompt_ids or any(len(ids) == 0 for ids in prompt_ids):
-        raise ValueError("prompt_ids: expected a non-empty list of non-empty token id lists")
-    eos = torch.tensor(list(eos_token_ids) if eos_token_ids is not None else default_eos_ids(model, tokenizer))
+    eos = _checked_request(model, tokenizer, prompt_ids, max_new_tokens, temperature, top_p, top_k, eos_token_ids)
     distinct: dict[tuple[int, ...], int] = {}
     rows = torch.tensor([distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids])
     device = next(model.parameters()).device
@@ -197,21 +192,29 @@ def generate_stream(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, wi
     ``generate_batch`` on batches of ``width`` prompts instead, each until its longest completion ends.
     ``on_done(n)`` is told the number of completions finished so far (a progress bar).
     """
-    check_sampling(temperature, top_p, top_k)
-    if width < 1 or max_new_tokens < 1:
-        raise ValueError(f"width={width}, max_new_tokens={max_new_tokens}: expected both >= 1")
-    if not prompt_ids or any(len(ids) == 0 for ids in prompt_ids):
-        raise ValueError("prompt_ids: expected a non-empty list of non-empty token id lists")
-    eos = torch.tensor(list(eos_token_ids) if eos_token_ids is not None else default_eos_ids(model, tokenizer))
+    if width < 1:
+        raise ValueError(f"width={width}: expected >= 1")
+    eos = _checked_request(model, tokenizer, prompt_ids, max_new_tokens, temperature, top_p, top_k, eos_token_ids)
     eos = eos.to(next(model.parameters()).device)
     sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    completions, logprobs = _generate_sorted(model, tokenizer, [prompt_ids[i] for i in order], width, max_new_tokens,
-                                             eos, sampling, dtype, on_done, continuous)
-    back = [0] * len(order)
-    for place, i in enumerate(order):
-        back[i] = place
-    return [completions[p] for p in back], [logprobs[p] for p in back]
+    taken = _generate_sorted(model, tokenizer, [prompt_ids[i] for i in order], width, max_new_tokens, eos, sampling,
+                             dtype, on_done, continuous)
+    completions, logprobs = [[]] * len(order), [[]] * len(order)
+    for place, i in enumerate(order):  # back to the prompts' order
+        completions[i], logprobs[i] = taken[0][place], taken[1][place]
+    return completions, logprobs
+
+
+def _checked_request(model, tokenizer, prompt_ids, max_new_tokens, temperature, top_p, top_k, eos_token_ids
+                     ) -> torch.Tensor:
+    """Raise a ValueError naming a bad setting; return the end-of-sequence ids (on CPU)."""
+    check_sampling(temperature, top_p, top_k)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: expected >= 1")
+    if not prompt_ids or any(len(ids) == 0 for ids in prompt_ids):
+        raise ValueError("prompt_ids: expected a non-empty list of non-empty token id lists")
+    return torch.tensor(list(eos_token_ids) if eos_token_ids is not None else default_eos_ids(model, tokenizer))
 
 
 def _generate_sorted(model, tokenizer, prompt_ids, width, max_new_tokens, eos, sampling, dtype, on_done, continuous):

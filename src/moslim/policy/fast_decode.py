@@ -46,6 +46,15 @@ def static_support(model, capacity: int) -> str | None:
     return None
 
 
+def _prompt_attention(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For left-padded prompts' ``mask`` (u, p): which keys each query attends to (u, p, p) and the positions (u, p)."""
+    p = mask.size(1)
+    causal = torch.ones(p, p, dtype=torch.bool, device=mask.device).tril()
+    # a padding query attends to itself only, so no row of the softmax is empty (NaN would leak)
+    attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool, device=mask.device)
+    return attn, (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # as LlamaRMSNorm: statistics in float32, scale in the input dtype
     return weight * F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)
@@ -208,16 +217,13 @@ class StaticDecoder:
         ``prefix``: (ids (r, q), mask (r, q), of (u,)): prompt i is then prefix ``of[i]`` followed by
         ``ids[i]``; each distinct prefix runs once (prompts sharing a system message)."""
         u, p = ids.shape
-        device = ids.device
         q = 0 if prefix is None else prefix[0].size(1)
         held = 0 if self.cache is None else self.cache.size(2)
-        t = max(self._used_columns(), q + p)
-        self._relayout(t, capacity or t + GROW, rows.numel())
+        used = self._used_columns()
+        t = max(used, q + p)
+        self._relayout(used, t, capacity or t + GROW, rows.numel())
         cache = self.cache
-        causal = torch.ones(p, p, dtype=torch.bool, device=device).tril()
-        # a padding query attends to itself only, so no row of the softmax is empty (NaN would leak)
-        attn = (causal & mask.bool()[:, None, :]) | torch.eye(p, dtype=torch.bool, device=device)
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (u, p)
+        attn, positions = _prompt_attention(mask)
         if prefix is None:
             def write(layer, k, v):
                 cache[layer, 0, held:, :, t - p:t] = k[rows]
@@ -232,10 +238,10 @@ class StaticDecoder:
             self.bias[held:, 0, 0, t - q - p:t - p].masked_fill_(seen[rows], 0.0)
 
             def write(layer, k, v):
-                pk, pv = keys[layer][0][of], keys[layer][1][of]
-                cache[layer, 0, held:, :, t - q - p:t] = torch.cat([pk, k], dim=2)[rows]
-                cache[layer, 1, held:, :, t - q - p:t] = torch.cat([pv, v], dim=2)[rows]
-                return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+                k, v = torch.cat([keys[layer][0][of], k], dim=2), torch.cat([keys[layer][1][of], v], dim=2)
+                cache[layer, 0, held:, :, t - q - p:t] = k[rows]
+                cache[layer, 1, held:, :, t - q - p:t] = v[rows]
+                return k, v
         cos, sin = self._cos_sin(positions)
         hidden = self._forward(self.embed[ids], cos, sin, attn[:, None], write)
         # which cache columns each row may attend to, as an additive float32 bias (0 or -inf)
@@ -246,10 +252,8 @@ class StaticDecoder:
 
     def _prefix_keys(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's keys and values (r, g, q, e) for the left-padded prefixes ``ids`` (r, q)."""
-        r, q = ids.shape
-        causal = torch.ones(q, q, dtype=torch.bool, device=ids.device).tril()
-        attn = (causal & mask.bool()[:, None, :]) | torch.eye(q, dtype=torch.bool, device=ids.device)
-        cos, sin = self._cos_sin((mask.long().cumsum(-1) - 1).clamp(min=0))
+        attn, positions = _prompt_attention(mask)
+        cos, sin = self._cos_sin(positions)
         keys = []
 
         def write(layer, k, v):
@@ -266,11 +270,10 @@ class StaticDecoder:
         used = (self.bias[:, 0, 0, :self.length] == 0).any(0).nonzero()
         return self.length - int(used[0]) if len(used) else 0
 
-    def _relayout(self, length: int, capacity: int, new_rows: int = 0) -> None:
-        """A cache of ``capacity`` columns with ``new_rows`` empty rows after those held, whose used
-        columns move to end at column ``length`` (the new length)."""
+    def _relayout(self, used: int, length: int, capacity: int, new_rows: int = 0) -> None:
+        """A cache of ``capacity`` columns with ``new_rows`` empty rows after those held, whose ``used``
+        last columns (``_used_columns``) move to end at column ``length`` (the new length)."""
         held = 0 if self.cache is None else self.cache.size(2)
-        used = self._used_columns()
         shape = (len(self.layers), 2, held + new_rows, self.kv_heads, capacity, self.head_dim)
         device = self.embed.device
         cache = torch.zeros(shape, dtype=self.dtype, device=device)
@@ -285,7 +288,7 @@ class StaticDecoder:
         """Append ``tokens`` (b,) and return the next-token logits (b, v)."""
         if self.length == self.cache.size(-2):  # full: drop the columns no row uses, add GROW
             used = self._used_columns()
-            self._relayout(used, used + GROW)
+            self._relayout(used, used, used + GROW)
         t = self.length
         self.positions = self.positions + 1
         self.bias[:, 0, 0, t] = 0.0
