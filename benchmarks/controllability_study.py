@@ -316,6 +316,20 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
                                                  seed=config.data.seed, template=template,
                                                  level_weights=config.data.level_weights,
                                                  objective_weights=config.data.objective_weights)
+    snapshots = {}  # step -> the policy saved at that step (--eval-at)
+    if args.eval_at:
+        from transformers import TrainerCallback
+
+        class Snapshot(TrainerCallback):
+            def __init__(self, trainer):
+                self.trainer = trainer
+
+            def on_step_end(self, _args, state, control, **kwargs):
+                step = state.global_step
+                if step in args.eval_at and step < args.steps:
+                    snapshots[step] = save_policy(self.trainer, objs, template, run_dir / f"step-{step}", "merged")
+
+        trainer.add_callback(Snapshot(trainer))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -323,9 +337,33 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
     history = [{key: value for key, value in entry.items() if key in ("step", "reward", "kl")
                 or key.startswith("completions/mean_length")} for entry in trainer.state.log_history]
     del trainer
-    after = evaluate(final, args.rm, refusal_judge(args.judge), val_records, harm_records, objectives, spec,
-                     args.tokens)
-    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history, "after": after}
+    judge = refusal_judge(args.judge)
+    after = evaluate(final, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)
+    at = {str(step): evaluate(policy, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)
+          for step, policy in sorted(snapshots.items())}
+    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history, "after": after,
+            "at_step": at}
+
+
+def report(label: str, base: dict, after: dict, rejudge_refusals: bool) -> None:
+    """Print a policy's change against the base model (and add it to ``after``)."""
+    if rejudge_refusals and "harmlessness" in after:
+        rejudge(after["harmlessness"])
+    after["change_vs_base"] = change_vs_base(base, after)
+    change = after["change_vs_base"]["spearman"]
+    print(f"{label}: Spearman {base['spearman']:.2f} -> {after['spearman']:.2f} "
+          f"({change['value']:+.2f} [{change['ci'][0]:+.2f}, {change['ci'][1]:+.2f}]), hit rate "
+          f"{base['hit_rate']:.2f} -> {after['hit_rate']:.2f}, reward model on the policy's answers "
+          f"{json.dumps(after['reward_model_on_policy_answers'])}", flush=True)
+    if "harmlessness" in after and "harmlessness" in base:
+        h0, h1 = base["harmlessness"], after["harmlessness"]
+        h1["change_vs_base"] = harm_change(h0, h1)
+        print(f"{label}: harmlessness change vs base {json.dumps(h1['change_vs_base'])}", flush=True)
+        print(f"{label}: asked to be harmless, refuses unsafe {h0['refusal_unsafe_asked_harmless']:.2f} -> "
+              f"{h1['refusal_unsafe_asked_harmless']:.2f}, complies with safe "
+              f"{h0['compliance_safe_asked_harmless']:.2f} -> {h1['compliance_safe_asked_harmless']:.2f}; "
+              f"reward model on these answers "
+              f"{json.dumps({k: v for k, v in h1.items() if k not in ('rows', 'judge')})}", flush=True)
 
 
 def main() -> None:
@@ -346,6 +384,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override of configs/demo/rl.yaml for every arm (repeatable), e.g. "
                              "reward.method=expected_level: one variable changed, the same prompts")
+    parser.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="STEP",
+                        help="also save and evaluate each trained arm's policy at these steps (before --steps): "
+                             "with a constant learning rate, the policy a shorter run of the same seed ends with")
     parser.add_argument("--rejudge", action="store_true",
                         help="judge the stored answers' refusals again with the current string-match rule (after "
                              "the rule changed); nothing is generated again")
@@ -387,24 +428,9 @@ def main() -> None:
             tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
             os.replace(tmp, path)
         results[arm] = json.loads(path.read_text(encoding="utf-8"))
-        after = results[arm]["after"]
-        if args.rejudge and "harmlessness" in after:
-            rejudge(after["harmlessness"])
-        after["change_vs_base"] = change_vs_base(results["base"], after)
-        change = after["change_vs_base"]["spearman"]
-        print(f"{arm}: Spearman {results['base']['spearman']:.2f} -> {after['spearman']:.2f} "
-              f"({change['value']:+.2f} [{change['ci'][0]:+.2f}, {change['ci'][1]:+.2f}]), hit rate "
-              f"{results['base']['hit_rate']:.2f} -> {after['hit_rate']:.2f}, reward model on the policy's answers "
-              f"{json.dumps(after['reward_model_on_policy_answers'])}", flush=True)
-        if "harmlessness" in after and "harmlessness" in results["base"]:
-            h0, h1 = results["base"]["harmlessness"], after["harmlessness"]
-            h1["change_vs_base"] = harm_change(h0, h1)
-            print(f"{arm}: harmlessness change vs base {json.dumps(h1['change_vs_base'])}", flush=True)
-            print(f"{arm}: asked to be harmless, refuses unsafe {h0['refusal_unsafe_asked_harmless']:.2f} -> "
-                  f"{h1['refusal_unsafe_asked_harmless']:.2f}, complies with safe "
-                  f"{h0['compliance_safe_asked_harmless']:.2f} -> {h1['compliance_safe_asked_harmless']:.2f}; "
-                  f"reward model on these answers "
-                  f"{json.dumps({k: v for k, v in h1.items() if k not in ('rows', 'judge')})}", flush=True)
+        report(arm, results["base"], results[arm]["after"], args.rejudge)
+        for step, after in results[arm].get("at_step", {}).items():
+            report(f"{arm} at step {step}", results["base"], after, args.rejudge)
     (out / "study.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 

@@ -3,6 +3,7 @@ one run.
 
     nice -n 5 .venv/bin/python benchmarks/eval_throughput.py               # 32 prompts x 6 preferences
     nice -n 5 .venv/bin/python benchmarks/eval_throughput.py --batch-sizes 24 48 96
+    nice -n 5 .venv/bin/python benchmarks/eval_throughput.py --prompts 96 --arms before,after  # the whole grid
 
 Generates what ``moslim eval --config configs/demo/eval.yaml`` generates (its held-out prompts, preference grid,
 sampling and 128-token cap) for the base SmolLM2 on the first ``--prompts`` prompts' cells, with the fast
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32, help="held-out prompts (x 6 preferences each)")
     parser.add_argument("--rounds", type=int, default=1, help="times each arm runs, alternating")
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="extra 'after' arms")
+    parser.add_argument("--arms", default="before,batches,sorted,continuous,after",
+                        help="which of the arms to run (comma-separated; 'before' is always run: the ratios' base)")
     parser.add_argument("--arm-batch", type=int, help=argparse.SUPPRESS)  # a child process: one arm
     parser.add_argument("--arm-mode", choices=MODES, default="stream", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/bench/eval_throughput.json")
@@ -120,6 +123,12 @@ def main() -> None:
 
     batch = load_config(EvalConfig, CONFIG).generation.batch_size
     arms = [BEFORE, BATCHES, SORTED, CONTINUOUS, {"name": "after", "env": {}, "batch": batch, "mode": "stream"}]
+    chosen = {"before", *args.arms.split(",")}
+    unknown = chosen - {arm["name"] for arm in arms}
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}; expected some of "
+                     f"{', '.join(arm['name'] for arm in arms)}")
+    arms = [arm for arm in arms if arm["name"] in chosen]
     arms += [{"name": f"after, width {b}", "env": {}, "batch": b, "mode": "stream"} for b in args.batch_sizes
              if b != batch]
     results: dict[str, list[dict]] = {arm["name"]: [] for arm in arms}

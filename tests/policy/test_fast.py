@@ -54,10 +54,13 @@ def test_auto_picks_fast_path_on_cpu_only_and_settings_force_it():
 def test_kept_tokens_are_those_hf_warpers_keep(seed, vocab, top_k, top_p, temperature):
     logits = torch.randn(3, vocab, generator=torch.Generator().manual_seed(seed)) * 3
     expected = torch.isfinite(hf_filtered(logits, temperature, top_k, top_p))
-    scores, ids = fast_sampling._candidates(logits / temperature, top_k, top_p)
+    scores, ids, log_z = fast_sampling._candidates(logits / temperature, top_k, top_p)
     kept = torch.ones_like(expected) if ids is None else torch.zeros_like(expected).scatter(
         1, ids, torch.isfinite(scores))
     assert torch.equal(kept, expected)
+    # the full vocabulary's normaliser, handed back where top-p needed it (sample_next reuses it for log-probs)
+    if log_z is not None:
+        assert torch.equal(log_z, torch.logsumexp(logits / temperature, dim=-1))
 
 
 @pytest.mark.parametrize(("logits", "top_p", "kept"), [([0.0] * 10, 0.55, 6), ([5.0, 4.0] + [0.0] * 8, 0.8, 2)])
@@ -65,7 +68,7 @@ def test_nucleus_is_exact_inside_and_beyond_the_first_candidate_window(monkeypat
     monkeypatch.setattr(fast_sampling, "TOP_P_CANDIDATES", (2,))
     # uniform: a 0.55 nucleus needs 6 tokens, more than the window of 2, so a full sort finds them;
     # peaked: the two most likely tokens (0.70 + 0.26 of the mass) are the 0.8 nucleus, inside the window
-    scores, _ = fast_sampling._candidates(torch.tensor([logits]), 0, top_p)
+    scores, _, _ = fast_sampling._candidates(torch.tensor([logits]), 0, top_p)
     expected = torch.isfinite(hf_filtered(torch.tensor([logits]), 1.0, 0, top_p)).sum().item()
     assert torch.isfinite(scores).sum().item() == expected == kept
 

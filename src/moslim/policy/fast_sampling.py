@@ -45,13 +45,13 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_p: float 
         tokens = scaled.argmax(dim=-1)
         log_z = torch.logsumexp(scaled, dim=-1)
     else:
-        scores, ids = _candidates(scaled, top_k or 0, top_p)
+        scores, ids, log_z = _candidates(scaled, top_k or 0, top_p)
         if ids is None:
-            picked, log_z = _inverse_cdf(scaled, generator)
-            tokens = picked
+            tokens, log_z = _inverse_cdf(scaled, generator)
         else:
             tokens = ids.gather(1, _inverse_cdf(scores, generator)[0][:, None])[:, 0]
-            log_z = torch.logsumexp(scaled, dim=-1)
+            if log_z is None:
+                log_z = torch.logsumexp(scaled, dim=-1)
     logprobs = scaled.gather(1, tokens[:, None])[:, 0] - log_z
     return tokens, logprobs
 
@@ -68,16 +68,19 @@ def _inverse_cdf(scores: torch.Tensor, generator: torch.Generator | None) -> tup
 
 
 def _candidates(scaled: torch.Tensor, top_k: int, top_p: float):
-    """The scores (b, c) and token ids (b, c) that survive top-k then top-p, or (None, None) if all do.
+    """The scores (b, c) and token ids (b, c) that survive top-k then top-p, or (None, None) if all do, and
+    logsumexp(scaled) (b,) where it was needed (top-p alone), else None.
 
     Dropped candidates get a score of -inf. Candidates are sorted from most to least likely.
     """
     vocab = scaled.size(-1)
+    log_z = None
     if 0 < top_k < vocab:
         scores, ids = scaled.topk(top_k, dim=-1)
         log_norm = torch.logsumexp(scores, dim=-1, keepdim=True)  # top-p after top-k renormalises (HF order)
     elif top_p < 1:
         log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)
+        log_z = log_norm[:, 0]
         for window in TOP_P_CANDIDATES:
             if window >= vocab:
                 break
@@ -90,7 +93,7 @@ def _candidates(scaled: torch.Tensor, top_k: int, top_p: float):
         if window >= vocab:
             scores, ids = scaled.sort(dim=-1, descending=True)
     else:
-        return None, None
+        return None, None, None
     if top_p < 1:
         probs = (scores - log_norm).exp()
         before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely candidates
@@ -99,4 +102,4 @@ def _candidates(scaled: torch.Tensor, top_k: int, top_p: float):
         drop = before >= top_p
         drop[:, 0] = False
         scores = scores.masked_fill(drop, float("-inf"))
-    return scores, ids
+    return scores, ids, log_z
