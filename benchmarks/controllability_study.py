@@ -6,6 +6,11 @@
     # or copy base.json over when the reward model is the same), e.g. the paper's z-score mapping
     nice -n 5 .venv/bin/python benchmarks/controllability_study.py --arms exact,moslim \
         --set reward.method=zscore --out runs/study-zscore
+    # run to run: another seed, its policy at step 40 of 48 and the mean of its weights after steps 32-40 too
+    nice -n 5 .venv/bin/python benchmarks/controllability_study.py --arms moslim --steps 48 --eval-at 40 \
+        --set data.seed=1 --set trl.seed=1 --out runs/study-seed1
+    nice -n 5 .venv/bin/python benchmarks/controllability_study.py --arms moslim --steps 40 \
+        --average-at 32 34 36 38 --rl-prompts all --out runs/study-avgdemo   # the demo's own RL run
 
 Arms (GRPO on SmolLM2-135M-Instruct, the demo's RL settings: 4 prompts x 4 completions, 128 tokens,
 lr 2e-5, KL 0.04, the fast CPU path):
@@ -316,8 +321,8 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
                                                  seed=config.data.seed, template=template,
                                                  level_weights=config.data.level_weights,
                                                  objective_weights=config.data.objective_weights)
-    snapshots = {}  # step -> the policy saved at that step (--eval-at)
-    if args.eval_at:
+    snapshots = {}  # step -> the policy saved at that step (--eval-at, --average-at)
+    if args.eval_at or args.average_at:
         from transformers import TrainerCallback
 
         class Snapshot(TrainerCallback):
@@ -326,7 +331,7 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
 
             def on_step_end(self, _args, state, control, **kwargs):
                 step = state.global_step
-                if step in args.eval_at and step < args.steps:
+                if step in {*args.eval_at, *args.average_at} and step < args.steps:
                     snapshots[step] = save_policy(self.trainer, objs, template, run_dir / f"step-{step}", "merged")
 
         trainer.add_callback(Snapshot(trainer))
@@ -340,9 +345,37 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
     judge = refusal_judge(args.judge)
     after = evaluate(final, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)
     at = {str(step): evaluate(policy, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)
-          for step, policy in sorted(snapshots.items())}
-    return {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history, "after": after,
-            "at_step": at}
+          for step, policy in sorted(snapshots.items()) if step in args.eval_at}
+    result = {"arm": arm, "steps": args.steps, "train_seconds": round(seconds, 1), "history": history,
+              "after": after, "at_step": at}
+    if args.average_at:
+        steps = sorted(step for step in snapshots if step in args.average_at)
+        averaged = average_policies([snapshots[step] for step in steps] + [final], run_dir / "average")
+        result["average"] = {"steps": [*steps, args.steps], "after": evaluate(
+            averaged, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)}
+    return result
+
+
+def average_policies(folders: list[Path], out: Path) -> Path:
+    """The uniform average of the policies' weights (float32), saved as a copy of the last folder."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    total = None
+    for folder in folders:
+        weights = load_file(folder / "model.safetensors")
+        if total is None:
+            total = {name: w.double() for name, w in weights.items()}
+        else:
+            for name, w in weights.items():
+                total[name] += w.double()
+    dtypes = {name: w.dtype for name, w in weights.items()}
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(folders[-1], out)
+    save_file({name: (w / len(folders)).to(dtypes[name]).contiguous() for name, w in total.items()},
+              out / "model.safetensors", metadata={"format": "pt"})
+    return out
 
 
 def report(label: str, base: dict, after: dict, rejudge_refusals: bool) -> None:
@@ -387,6 +420,13 @@ def main() -> None:
     parser.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="STEP",
                         help="also save and evaluate each trained arm's policy at these steps (before --steps): "
                              "with a constant learning rate, the policy a shorter run of the same seed ends with")
+    parser.add_argument("--average-at", type=int, nargs="*", default=[], metavar="STEP",
+                        help="also evaluate the average of each trained arm's weights at these steps and its last "
+                             "(the same run: the endpoint's step-to-step noise averaged out)")
+    parser.add_argument("--rl-prompts", choices=("held-out", "all"), default="held-out",
+                        help="the trained arms' RL prompts: the demo's training prompts without the validation "
+                             "prompts (default), or all of them, as the demo's RL stage draws them (its policy's "
+                             "validation figures are then not held out)")
     parser.add_argument("--rejudge", action="store_true",
                         help="judge the stored answers' refusals again with the current string-match rule (after "
                              "the rule changed); nothing is generated again")
@@ -402,6 +442,10 @@ def main() -> None:
     objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
     spec = load_labelling(Path("src/moslim/assets/demo/objectives.yaml"), objectives)
     train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
+    if args.rl_prompts == "all":  # in the file's order, as the demo's RL stage reads them
+        from moslim.policy.data import read_prompt_records
+
+        train_records = read_prompt_records("moslim:assets/demo/prompts_train.jsonl")
     judge = refusal_judge(args.judge)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,6 +475,9 @@ def main() -> None:
         report(arm, results["base"], results[arm]["after"], args.rejudge)
         for step, after in results[arm].get("at_step", {}).items():
             report(f"{arm} at step {step}", results["base"], after, args.rejudge)
+        if "average" in results[arm]:
+            average = results[arm]["average"]
+            report(f"{arm}, average of steps {average['steps']}", results["base"], average["after"], args.rejudge)
     (out / "study.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
 
 
