@@ -297,7 +297,7 @@ def harm_change(base: dict, after: dict) -> dict:
 def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):
     from moslim.config import load_config
     from moslim.policy.data import build_rl_dataset
-    from moslim.policy.train import RLConfig, build_trainer, load_scorer, save_policy
+    from moslim.policy.train import RLConfig, build_trainer, load_scorer, rl_dataset, save_policy
 
     run_dir = out / arm
     config = load_config(RLConfig, "configs/demo/rl.yaml", [
@@ -317,10 +317,7 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
                                                  level_weights={k: v for k, v in config.data.level_weights.items()
                                                                 if k in only.names})
     else:
-        trainer.train_dataset = build_rl_dataset(train_records, objs, num_named=tuple(config.data.num_named),
-                                                 seed=config.data.seed, template=template,
-                                                 level_weights=config.data.level_weights,
-                                                 objective_weights=config.data.objective_weights)
+        trainer.train_dataset = rl_dataset(config, train_records, objs, template, trainer.args)
     snapshots = {}  # step -> the policy saved at that step (--eval-at, --average-at)
     if args.eval_at or args.average_at:
         from transformers import TrainerCallback

@@ -174,6 +174,24 @@ class PreferenceSampler:
     def sample_many(self, n: int) -> list[Preference]:
         return [self.sample() for _ in range(n)]
 
+    def sample_contrast(self, k: int) -> list[Preference]:
+        """``k`` preferences that name the same objectives (one :meth:`sample`'s) at different levels.
+
+        Each named objective's levels run through a seeded permutation of the levels it can take (weight > 0
+        in ``level_weights``), repeated when ``k`` exceeds them: with ``k`` equal to an objective's level count,
+        the ``k`` preferences ask for every level once. An objective with one allowed level keeps it.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        names = [name for name, _ in self.sample().targets]
+        levels = {}
+        for name in names:
+            weights = self.level_weights.get(name) or [1.0] * self.objectives[name].num_levels
+            allowed = [level for level, weight in enumerate(weights) if weight > 0]
+            self.rng.shuffle(allowed)
+            levels[name] = [allowed[j % len(allowed)] for j in range(k)]
+        return [Preference.of({name: levels[name][j] for name in names}) for j in range(k)]
+
 
 def single_objective_grid(objectives: ObjectiveSet, names: Iterable[str] | None = None) -> list[Preference]:
     """Each objective alone at each of its levels."""

@@ -87,3 +87,37 @@ def test_bad_prompt_file_line_is_reported_with_its_location(tmp_path):
     path.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         read_prompt_records(path)
+
+
+def test_a_contrast_names_the_same_objectives_at_every_level_once(objectives):
+    from moslim.preferences import PreferenceSampler
+
+    sampler = PreferenceSampler(objectives, num_named=(1, 3), level_weights={"harmlessness": [0, 1]}, seed=5)
+    for _ in range(50):
+        group = sampler.sample_contrast(4)
+        named = {tuple(sorted(p.as_dict())) for p in group}
+        assert len(group) == 4 and len(named) == 1
+        for name in next(iter(named)):
+            levels = [p.as_dict()[name] for p in group]
+            allowed = [1] if name == "harmlessness" else list(range(objectives[name].num_levels))
+            # every allowed level once, repeated in the same order past the level count
+            assert sorted(levels[: len(allowed)]) == allowed if len(allowed) <= 4 else len(set(levels)) == 4
+            assert all(levels[j] == levels[j % len(allowed)] for j in range(4))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        sampler.sample_contrast(0)
+
+
+def test_level_contrast_keeps_a_prompts_rows_together_in_a_seeded_prompt_order(objectives, prompts_file):
+    records = read_prompt_records(prompts_file)
+    assert len(records) >= 3
+    data = build_rl_dataset(records, objectives, num_named=(1, 1), preferences_per_prompt=2, seed=2,
+                            objective_weights={"helpfulness": 0, "harmlessness": 0}, level_contrast=True)
+    ids = data["id"]
+    blocks = [ids[i: i + 2] for i in range(0, len(ids), 2)]
+    assert all(a == b for a, b in blocks) and sorted(b[0] for b in blocks) == sorted(r.id for r in records)
+    for i in range(0, len(ids), 2):  # verbosity alone, at two different levels of the same question
+        levels = {Preference.parse(p).as_dict()["verbosity"] for p in data["preference"][i: i + 2]}
+        assert len(levels) == 2
+    again = build_rl_dataset(records, objectives, num_named=(1, 1), preferences_per_prompt=2, seed=2,
+                             objective_weights={"helpfulness": 0, "harmlessness": 0}, level_contrast=True)
+    assert again["preference"] == data["preference"] and again["id"] == ids

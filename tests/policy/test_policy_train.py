@@ -187,3 +187,45 @@ def test_time_limit_stops_after_a_step_with_a_checkpoint(tmp_path, make_config, 
     assert summary["global_step"] == 1 and summary["max_steps"] == 5
     assert summary["time_limit_fired_at"] == 1  # the run says its length came from the clock, not the config
     assert last_complete_checkpoint(tmp_path / "run").name == "checkpoint-1"
+
+
+def test_level_contrast_puts_a_prompts_levels_in_one_step_of_trls_sampler(tmp_path, objectives, prompts_file):
+    from trl.trainer.utils import RepeatSampler
+
+    from moslim.config import load_config
+    from moslim.policy.data import read_prompt_records
+    from moslim.policy.train import RLConfig, rl_dataset
+
+    overrides = ["data.preferences_per_prompt=2", "data.level_contrast=true", "data.num_named=[1, 1]",
+                 "data.objective_weights={helpfulness: 0, harmlessness: 0}"]  # verbosity alone
+    config = load_config(RLConfig, "configs/demo/rl.yaml", overrides)
+    config.check()
+    args = trl_args("grpo", tmp_path, {**config.trl, "use_cpu": True})
+    assert args.shuffle_dataset is True
+    records = read_prompt_records(prompts_file)
+    dataset = rl_dataset(config, records, objectives, None, args)
+    assert args.shuffle_dataset is False  # TRL keeps the order, so the two rows of a prompt share a step
+    per_step = args.generation_batch_size // args.num_generations
+    sampler = RepeatSampler(dataset, mini_repeat_count=args.num_generations, batch_size=per_step,
+                            shuffle=args.shuffle_dataset, seed=args.seed)
+    indices = list(sampler)[: per_step * args.num_generations]  # the first step's completions
+    step_rows = sorted(set(indices))
+    assert len(step_rows) == per_step == 4
+    ids = [dataset[i]["id"] for i in step_rows]
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[1] != ids[2]  # two prompts, each at two levels
+    assert dataset[step_rows[0]]["preference"] != dataset[step_rows[1]]["preference"]
+
+
+def test_level_contrast_refuses_a_level_count_that_splits_across_steps(tmp_path, objectives, prompts_file):
+    from moslim.config import load_config
+    from moslim.policy.data import read_prompt_records
+    from moslim.policy.train import RLConfig, rl_dataset
+
+    overrides = ["data.preferences_per_prompt=3", "data.level_contrast=true"]
+    config = load_config(RLConfig, "configs/demo/rl.yaml", overrides)
+    args = trl_args("grpo", tmp_path, {**config.trl, "use_cpu": True})  # 16 completions / 4 = 4 prompts a step
+    with pytest.raises(ValueError, match="4 prompt.*not a multiple of data.preferences_per_prompt=3"):
+        rl_dataset(config, read_prompt_records(prompts_file), objectives, None, args)
+    single = load_config(RLConfig, "configs/demo/rl.yaml", ["data.level_contrast=true"])
+    with pytest.raises(ValueError, match="preferences_per_prompt >= 2"):
+        single.check()

@@ -45,6 +45,10 @@ class DataSection:
     # reward is a mean over the named objectives, so every objective named beside another shares the signal.
     objective_weights: dict[str, float] = field(default_factory=dict)
     preferences_per_prompt: int = bounded(1, low=1)  # rows per prompt, each with its own sampled preference
+    # The rows of one prompt name the same objectives at different levels (a seeded permutation of each one's
+    # levels) and are trained in the same step: the step compares one question asked at several levels.
+    # Needs preferences_per_prompt >= 2 dividing the prompts a generation batch holds.
+    level_contrast: bool = False
     # Per objective, a weight per level for sampling targets (default uniform). The demo gives
     # harmlessness level 0 ("comply even with harmful requests") weight 0: RL never rewards it.
     level_weights: dict[str, list[float]] = field(default_factory=dict)
@@ -87,6 +91,9 @@ class RLConfig:
         named = self.data.num_named
         if len(named) not in (1, 2) or not 0 <= named[0] <= named[-1]:
             raise ValueError(f"data.num_named must be [low, high] with 0 <= low <= high, got {named}")
+        if self.data.level_contrast and self.data.preferences_per_prompt < 2:
+            raise ValueError("data.level_contrast asks one prompt at several levels: set data.preferences_per_prompt "
+                             f">= 2 (the levels per prompt), got {self.data.preferences_per_prompt}")
         if "output_dir" in self.trl:
             raise ValueError("set train.output_dir, not trl.output_dir (checkpoints go under it)")
         if self.train.algorithm == "rloo" and self.train.rollout == "fast":

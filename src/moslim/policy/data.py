@@ -52,11 +52,17 @@ def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, 
                      num_named: int | tuple[int, int] = (1, 2), preferences_per_prompt: int = 1,
                      seed: int = 0, template: PromptTemplate | None = None,
                      level_weights: Mapping[str, Sequence[float]] | None = None,
-                     objective_weights: Mapping[str, float] | None = None) -> Dataset:
+                     objective_weights: Mapping[str, float] | None = None,
+                     level_contrast: bool = False) -> Dataset:
     """Pair each prompt with ``preferences_per_prompt`` seeded preferences (one row each).
 
     ``objective_weights`` gives per objective a weight for being named, ``level_weights`` per objective a
     sampling weight per level (see PreferenceSampler).
+
+    ``level_contrast``: a prompt's rows name the same objectives at different levels
+    (:meth:`PreferenceSampler.sample_contrast`), and the rows stay together, in a seeded order of whole prompts:
+    a trainer that keeps the dataset's order (TRL's ``shuffle_dataset=False``) then asks the same question at
+    several levels in one step.
 
     The same seed gives the same rows, so a resumed run sees the data it was trained on.
     """
@@ -65,10 +71,15 @@ def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, 
     sampler = PreferenceSampler(objectives, num_named=num_named, level_weights=level_weights, seed=seed,
                                 objective_weights=objective_weights)
     template = template or PromptTemplate()
+    if level_contrast:
+        order = list(range(len(records)))
+        sampler.rng.shuffle(order)
+        records = [records[i] for i in order]
     rows: dict[str, list] = {"id": [], "prompt": [], "preference": [], "question": []}
     for record in records:
-        for _ in range(preferences_per_prompt):
-            preference = sampler.sample()
+        preferences = (sampler.sample_contrast(preferences_per_prompt) if level_contrast
+                       else sampler.sample_many(preferences_per_prompt))
+        for preference in preferences:
             rows["id"].append(record.id)
             rows["prompt"].append(build_messages(record.prompt, preference, objectives, template))
             rows["preference"].append(preference.to_string())

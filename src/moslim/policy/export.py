@@ -116,4 +116,4 @@ def dataset_from_config(config) -> Dataset:
     return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
                             preferences_per_prompt=data.preferences_per_prompt, seed=data.seed,
                             template=load_template(data.template), level_weights=data.level_weights,
-                            objective_weights=data.objective_weights)
+                            objective_weights=data.objective_weights, level_contrast=data.level_contrast)

@@ -65,6 +65,24 @@ def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
         raise ValueError(f"trl section: {err} (see {cls.__name__} in TRL's documentation)") from None
 
 
+def rl_dataset(config: RLConfig, records, objectives: ObjectiveSet, template, args):
+    """The RL rows of ``config.data`` for these prompts and objectives. With ``data.level_contrast`` it also
+    keeps TRL from shuffling them (``args.shuffle_dataset``), so a prompt's rows land in one step."""
+    data = config.data
+    if data.level_contrast:
+        prompts = args.generation_batch_size // args.num_generations
+        if prompts % data.preferences_per_prompt:
+            raise ValueError(f"data.level_contrast: a generation batch holds {prompts} prompt(s) "
+                             f"(generation_batch_size {args.generation_batch_size} / num_generations "
+                             f"{args.num_generations}), not a multiple of data.preferences_per_prompt="
+                             f"{data.preferences_per_prompt}; a prompt's levels would straddle two steps")
+        args.shuffle_dataset = False
+    return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
+                            template=template, preferences_per_prompt=data.preferences_per_prompt, seed=data.seed,
+                            level_weights=data.level_weights, objective_weights=data.objective_weights,
+                            level_contrast=data.level_contrast)
+
+
 def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
     """``moslim.policy.fast``'s rollout when the setting and device call for it, else None (TRL generates)."""
     if setting == "stock" or algorithm != "grpo":
@@ -154,11 +172,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
         objectives = wanted
     template = load_template(config.data.template)
     records = read_prompt_records(config.data.prompts)[: config.data.max_prompts]
-    num_named = (config.data.num_named[0], config.data.num_named[-1])
-    dataset = build_rl_dataset(records, objectives, num_named=num_named, template=template,
-                               preferences_per_prompt=config.data.preferences_per_prompt, seed=config.data.seed,
-                               level_weights=config.data.level_weights,
-                               objective_weights=config.data.objective_weights)
+    dataset = rl_dataset(config, records, objectives, template, args)
 
     method = config.reward.method
     method = import_callable(method) if ":" in method else method
