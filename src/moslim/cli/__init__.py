@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from moslim.threads import configure_openmp
@@ -42,16 +43,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        return leave_process_group(int(args.func(args) or 0))
     except ValueError as err:  # bad input: a clear message, no traceback
         print(f"moslim: error: {err}", file=sys.stderr)
-        return 2
+        return leave_process_group(2)
     except OSError as err:  # the machine: a full disk, a missing permission; the message names the path
         print(f"moslim: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("moslim: interrupted", file=sys.stderr)
         return 130
+
+
+def leave_process_group(code: int) -> int:
+    """``code``, or under ``torchrun`` / ``accelerate launch`` (a process group is up): wait for every rank (when this
+    one succeeded), tear the group down, and exit with ``code`` at once.
+
+    Left to interpreter exit, gloo's threads were seen to abort a rank after all its work was saved ("terminate
+    called without an active exception", exit -6), and the launcher then reports the whole run as failed. Exiting
+    without the distributed runtime's C++ destructors is the remedy the DDP test worker has used since 2026-11-30;
+    the output files are closed by then and stdout, stderr and logging are flushed first.
+    """
+    if "torch.distributed" not in sys.modules:  # torch never set up a group: nothing to leave
+        return code
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return code
+    if code == 0:
+        dist.barrier()
+    dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
