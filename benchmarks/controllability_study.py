@@ -295,6 +295,7 @@ def harm_change(base: dict, after: dict) -> dict:
 
 
 def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):
+    from moslim.baselines.soups import interpolate
     from moslim.config import load_config
     from moslim.policy.data import build_rl_dataset
     from moslim.policy.train import RLConfig, build_trainer, load_scorer, rl_dataset, save_policy
@@ -347,32 +348,11 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
               "after": after, "at_step": at}
     if args.average_at:
         steps = sorted(step for step in snapshots if step in args.average_at)
-        averaged = average_policies([snapshots[step] for step in steps] + [final], run_dir / "average")
+        folders = [snapshots[step] for step in steps] + [final]  # the uniform soup of one run's policies
+        averaged = interpolate(folders, [1 / len(folders)] * len(folders), run_dir / "average")
         result["average"] = {"steps": [*steps, args.steps], "after": evaluate(
             averaged, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)}
     return result
-
-
-def average_policies(folders: list[Path], out: Path) -> Path:
-    """The uniform average of the policies' weights (float32), saved as a copy of the last folder."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    total = None
-    for folder in folders:
-        weights = load_file(folder / "model.safetensors")
-        if total is None:
-            total = {name: w.double() for name, w in weights.items()}
-        else:
-            for name, w in weights.items():
-                total[name] += w.double()
-    dtypes = {name: w.dtype for name, w in weights.items()}
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(folders[-1], out)
-    save_file({name: (w / len(folders)).to(dtypes[name]).contiguous() for name, w in total.items()},
-              out / "model.safetensors", metadata={"format": "pt"})
-    return out
 
 
 def report(label: str, base: dict, after: dict, rejudge_refusals: bool) -> None:

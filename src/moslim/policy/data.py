@@ -86,3 +86,12 @@ def build_rl_dataset(records: Sequence[PromptRecord], objectives: ObjectiveSet, 
             rows["question"].append(prompt_text(record.prompt))
     log.info("RL dataset: %d rows from %d prompts", len(rows["id"]), len(records))
     return Dataset.from_dict(rows)
+
+
+def rl_dataset_for(data, records: Sequence[PromptRecord], objectives: ObjectiveSet,
+                   template: PromptTemplate | None = None) -> Dataset:
+    """:func:`build_rl_dataset` with the sampling options of an RL config's ``data`` section."""
+    return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
+                            preferences_per_prompt=data.preferences_per_prompt, seed=data.seed, template=template,
+                            level_weights=data.level_weights, objective_weights=data.objective_weights,
+                            level_contrast=data.level_contrast)

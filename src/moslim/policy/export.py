@@ -101,7 +101,7 @@ def dataset_from_config(config) -> Dataset:
     rows). Objectives: ``data.objectives``, else the ``objectives.yaml`` of the folder in ``reward.model``."""
     from moslim.objectives import ObjectiveSet
     from moslim.paths import resolve_path
-    from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records
+    from moslim.policy.data import load_template, read_prompt_records, rl_dataset_for
 
     data = config.data
     if data.objectives is not None:
@@ -113,7 +113,4 @@ def dataset_from_config(config) -> Dataset:
                              "reward.model to a folder saved by `moslim rm train`")
         objectives = ObjectiveSet.from_yaml(path)
     records = read_prompt_records(data.prompts)[: data.max_prompts]
-    return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
-                            preferences_per_prompt=data.preferences_per_prompt, seed=data.seed,
-                            template=load_template(data.template), level_weights=data.level_weights,
-                            objective_weights=data.objective_weights, level_contrast=data.level_contrast)
+    return rl_dataset_for(data, records, objectives, load_template(data.template))

@@ -34,7 +34,7 @@ from moslim.policy.config import (  # noqa: F401  (the config classes are also i
     TrainSection,
     import_callable,
 )
-from moslim.policy.data import build_rl_dataset, load_template, read_prompt_records, save_template
+from moslim.policy.data import load_template, read_prompt_records, rl_dataset_for, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,7 @@ def rl_dataset(config: RLConfig, records, objectives: ObjectiveSet, template, ar
                              f"{args.num_generations}), not a multiple of data.preferences_per_prompt="
                              f"{data.preferences_per_prompt}; a prompt's levels would straddle two steps")
         args.shuffle_dataset = False
-    return build_rl_dataset(records, objectives, num_named=(data.num_named[0], data.num_named[-1]),
-                            template=template, preferences_per_prompt=data.preferences_per_prompt, seed=data.seed,
-                            level_weights=data.level_weights, objective_weights=data.objective_weights,
-                            level_contrast=data.level_contrast)
+    return rl_dataset_for(data, records, objectives, template)
 
 
 def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
