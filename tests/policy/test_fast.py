@@ -73,6 +73,30 @@ def test_nucleus_is_exact_inside_and_beyond_the_first_candidate_window(monkeypat
     assert torch.isfinite(scores).sum().item() == expected == kept
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), top_p=st.sampled_from([0.95, 0.8, 0.5]))
+def test_each_row_searches_wider_windows_only_for_itself(seed, top_p):
+    gen = torch.Generator().manual_seed(seed)
+    spread = torch.tensor([[8.0], [2.0], [0.5], [0.05]])  # peaked rows settle in 2 tokens, flat ones need a sort
+    logits = torch.randn(4, 12, generator=gen) * spread
+    expected = torch.isfinite(hf_filtered(logits, 1.0, 0, top_p))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_sampling, "TOP_P_CANDIDATES", (2, 4))
+        scores, ids, log_z = fast_sampling._candidates(logits, 0, top_p)
+        tokens, logprobs = sample_next(logits, top_p=top_p, generator=gen)
+    # a row settled in a narrow window is padded (score -inf, id 0): only finite scores name kept tokens
+    kept = torch.zeros(expected.shape, dtype=torch.int).scatter_reduce(1, ids, torch.isfinite(scores).int(), "amax")
+    assert torch.equal(kept.bool(), expected)
+    assert torch.equal(log_z, torch.logsumexp(logits, dim=-1))
+    assert expected[torch.arange(4), tokens].all()  # never a token outside the nucleus (nor a padding id)
+    assert torch.allclose(logprobs, logits.log_softmax(-1)[torch.arange(4), tokens], atol=1e-6)
+
+
+def test_the_normaliser_in_row_chunks_is_torchs_to_the_bit():
+    scores = torch.randn(11, 300, generator=torch.Generator().manual_seed(8)) * 4
+    assert torch.equal(fast_sampling._logsumexp(scores, rows=3), torch.logsumexp(scores, dim=-1, keepdim=True))
+
+
 @pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 3, 1.0),
                                                              (1.0, 0, 0.8), (0.8, 4, 0.6)])
 def test_sampled_frequencies_match_softmax_of_kept_scores(temperature, top_k, top_p):
@@ -203,6 +227,22 @@ def test_streamed_rows_joining_mid_way_score_like_a_plain_forward(tiny_lm, monke
         assert torch.allclose(torch.tensor(lps), _forward_logprobs(tiny_lm, prompt, completion), atol=1e-5)
 
 
+def test_a_moved_cache_is_zero_wherever_nothing_was_copied(tiny_lm, monkeypatch):
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(float("nan")))  # recycled memory
+    decoder = fast_decode.StaticDecoder(tiny_lm, torch.float32)
+    decoder.prefill(torch.tensor([[5, 6, 7], [0, 8, 9]]), torch.tensor([[1, 1, 1], [0, 1, 1]]), torch.tensor([0, 1]),
+                    capacity=6)
+    before = decoder.cache.clone()
+    decoder._relayout(used=3, length=5, capacity=9, new_rows=2)
+    cache = decoder.cache
+    assert cache.shape[2] == 4 and cache.shape[4] == 9 and not cache.isnan().any()
+    assert torch.equal(cache[:, :, :2, :, 2:5], before[:, :, :, :, :3])  # the used columns, moved to end at 5
+    rest = torch.ones(cache.shape, dtype=torch.bool)
+    rest[:, :, :2, :, 2:5] = False
+    assert not cache[rest].any()
+
+
 SYSTEMS = [list(range(40, 57)), list(range(40, 52)) + list(range(70, 78))]  # 17 and 20 tokens, 12 shared
 SHARED_PROMPTS = [system + question for question in ([10, 11], [12, 13, 14, 15], [16]) for system in SYSTEMS]
 SHARED_PROMPTS += [SYSTEMS[0] + [20], SYSTEMS[0][:16], [30, 31, 32]]  # a prompt inside another's start; a loner
@@ -210,20 +250,35 @@ SHARED_PROMPTS += [SYSTEMS[0] + [20], SYSTEMS[0][:16], [30, 31, 32]]  # a prompt
 
 def test_prompts_sharing_a_start_prefill_it_once_and_score_like_a_plain_forward(tiny_lm, monkeypatch):
     prefixes = []
-    real = fast_decode.StaticDecoder._prefix_keys
+    real = fast_decode.StaticDecoder.prefix_keys
 
     def spy(self, ids, mask):
         prefixes.extend(tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask))
         return real(self, ids, mask)
 
-    monkeypatch.setattr(fast_decode.StaticDecoder, "_prefix_keys", spy)
+    monkeypatch.setattr(fast_decode.StaticDecoder, "prefix_keys", spy)
+    prompts = SHARED_PROMPTS * 2  # width 4: the prompts of one start join over several admissions
     completions, logprobs = fast.generate_stream(
-        tiny_lm, None, SHARED_PROMPTS, width=8, max_new_tokens=7, eos_token_ids=list(range(6, 20)),
+        tiny_lm, None, prompts, width=4, max_new_tokens=7, eos_token_ids=list(range(6, 20)),
         generator=torch.Generator().manual_seed(7), dtype=torch.float32)
-    assert all(len(x) >= 16 for x in prefixes if x) and tuple(SYSTEMS[1]) in prefixes
-    assert len(prefixes) < len(SHARED_PROMPTS)  # each shared start ran once
-    for prompt, completion, lps in zip(SHARED_PROMPTS, completions, logprobs):
+    assert all(len(x) >= 16 for x in prefixes) and tuple(SYSTEMS[1]) in prefixes
+    assert len(prefixes) == len(set(prefixes)) <= 3  # each shared start ran once in the whole stream
+    for prompt, completion, lps in zip(prompts, completions, logprobs):
         assert torch.allclose(torch.tensor(lps), _forward_logprobs(tiny_lm, prompt, completion), atol=1e-5)
+
+
+def test_the_prefix_store_drops_a_start_after_its_last_prompt_joins(tiny_lm):
+    decoder = fast_decode.StaticDecoder(tiny_lm, torch.float32)
+    prefixes = [tuple(SYSTEMS[0]), tuple(SYSTEMS[1]), ()]
+    store = fast._PrefixStore(decoder, prefixes, [0, 1, 0, 2], torch.device("cpu"))
+    keys, mask, index = store.take([1, 0], [0, 1])
+    assert keys.shape == decoder.prefix_shape(2, 20) and mask.sum(-1).tolist() == [20, 17]
+    assert index.tolist() == [0, 1] and set(store.keys) == {0}  # prefix 1 had one prompt: gone
+    alone = decoder.prefix_keys(torch.tensor([SYSTEMS[0]]), torch.ones(1, 17, dtype=torch.long))
+    assert torch.allclose(keys[:, :, 1, :, 3:], alone[:, :, 0], atol=1e-6)  # left padding changes nothing
+    keys, mask, index = store.take([0, 2], [2, 3])
+    assert mask.sum(-1).tolist() == [17, 0] and not store.keys
+    assert torch.equal(keys[:, :, 1], torch.zeros_like(keys[:, :, 1]))  # an empty start: padding only
 
 
 def test_shared_prefixes_cut_where_most_prefill_is_saved():

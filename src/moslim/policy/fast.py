@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -186,10 +187,11 @@ def generate_stream(model, tokenizer, prompt_ids: Sequence[Sequence[int]], *, wi
     Prompts are taken shortest first, so that each prefill pads little; completions come back in the
     prompts' order. As rows end, the next prompts join the batch (continuous batching): late steps no
     longer run nearly empty while the longest completions of a batch finish, which a CPU pays for (a
-    decode step's fixed cost is that of ~30 rows on SmolLM2). The start that joining prompts share (a
-    system message) is prefilled once (``shared_prefixes``). The same sampling semantics as
-    ``generate_batch``. ``continuous=False``, and decoders that cannot take rows mid-way (``HFDecoder``), run
-    ``generate_batch`` on batches of ``width`` prompts instead, each until its longest completion ends.
+    decode step's fixed cost is that of ~30 rows on SmolLM2). The start that prompts share (a system message)
+    is prefilled once for the whole stream (``shared_prefixes`` over every prompt, ``_PrefixStore``). The same
+    sampling semantics as ``generate_batch``. ``continuous=False``, and decoders that cannot take rows mid-way
+    (``HFDecoder``), run ``generate_batch`` on batches of ``width`` prompts instead, each until its longest
+    completion ends.
     ``on_done(n)`` is told the number of completions finished so far (a progress bar).
     """
     if width < 1:
@@ -237,6 +239,10 @@ def _generate_sorted(model, tokenizer, prompt_ids, width, max_new_tokens, eos, s
                     on_done(len(completions))
             return completions, logprobs
         following = 0  # the next prompt to join
+        distinct: dict[tuple[int, ...], int] = {}
+        which = [distinct.setdefault(tuple(ids), len(distinct)) for ids in prompt_ids]
+        prefixes, of, suffixes = shared_prefixes(list(distinct))  # cut once, over every prompt
+        store = _PrefixStore(decoder, prefixes, [of[d] for d in which] if prefixes else [], device)
 
         def admit(free: int) -> tuple[list[int], torch.Tensor | None]:
             nonlocal following
@@ -244,21 +250,15 @@ def _generate_sorted(model, tokenizer, prompt_ids, width, max_new_tokens, eos, s
             if not chunk:
                 return [], None
             following = chunk[-1] + 1
-            distinct: dict[tuple[int, ...], int] = {}
-            which = [distinct.setdefault(tuple(prompt_ids[i]), len(distinct)) for i in chunk]
-            prefixes, of, suffixes = shared_prefixes(list(distinct))
             joined, logits = [], []
-            for group in _similar_lengths(sorted(range(len(suffixes)), key=lambda d: len(suffixes[d])), suffixes):
+            taken = sorted(dict.fromkeys(which[i] for i in chunk), key=lambda d: len(suffixes[d]))
+            for group in _similar_lengths(taken, suffixes):
                 place = {d: n for n, d in enumerate(group)}
-                members = [(i, place[d]) for i, d in zip(chunk, which) if d in place]
+                members = [(i, place[which[i]]) for i in chunk if which[i] in place]
                 joined += [i for i, _ in members]
                 ids, mask = (t.to(device) for t in _left_pad([suffixes[d] for d in group], pad_id=0))
                 rows = torch.tensor([n for _, n in members], device=device)
-                prefix = None
-                if prefixes:
-                    used = {k: n for n, k in enumerate(dict.fromkeys(of[d] for d in group))}
-                    pids, pmask = (t.to(device) for t in _left_pad([prefixes[k] for k in used], pad_id=0))
-                    prefix = (pids, pmask, torch.tensor([used[of[d]] for d in group], device=device))
+                prefix = store.take([of[d] for d in group], [i for i, _ in members]) if prefixes else None
                 logits.append(decoder.admit(ids, mask, rows, prefix=prefix))
             return joined, torch.cat(logits)
 
@@ -267,6 +267,42 @@ def _generate_sorted(model, tokenizer, prompt_ids, width, max_new_tokens, eos, s
                        on_done=on_done, first=first)
     finally:
         model.train(was_training)
+
+
+class _PrefixStore:
+    """Each shared prompt start's keys and values, prefilled once for the whole stream and dropped after the last
+    prompt that starts with it has joined."""
+
+    def __init__(self, decoder, prefixes: list[tuple[int, ...]], prompt_prefix: list[int], device):
+        self.decoder, self.prefixes, self.device = decoder, prefixes, device
+        self.prompt_prefix = prompt_prefix  # the prefix of each prompt of the stream
+        self.left = collections.Counter(prompt_prefix)  # prompts yet to join, per prefix
+        self.keys: dict[int, torch.Tensor] = {}  # prefix -> (L, 2, g, q, e)
+
+    def take(self, wanted: list[int], prompts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``StaticDecoder.admit``'s ``prefix`` for distinct prompts whose prefixes are ``wanted`` (one per distinct
+        prompt), joining as the stream's prompts ``prompts``: (keys (L, 2, r, g, q, e), mask (r, q), index (u,))."""
+        used = list(dict.fromkeys(wanted))
+        missing = [k for k in used if k not in self.keys and self.prefixes[k]]
+        if missing:
+            ids, mask = (t.to(self.device) for t in _left_pad([self.prefixes[k] for k in missing], pad_id=0))
+            keys = self.decoder.prefix_keys(ids, mask)
+            for n, k in enumerate(missing):
+                self.keys[k] = keys[:, :, n, :, ids.size(1) - len(self.prefixes[k]):].clone()
+        q = max(len(self.prefixes[k]) for k in used)
+        _, mask = _left_pad([self.prefixes[k] for k in used], pad_id=0)
+        shape = self.decoder.prefix_shape(len(used), q)
+        keys = torch.zeros(shape, dtype=self.decoder.dtype, device=self.device)
+        for n, k in enumerate(used):
+            if self.prefixes[k]:
+                keys[:, :, n, :, q - len(self.prefixes[k]):] = self.keys[k]
+        for i in prompts:  # the last prompt with this start is here: its keys are no longer needed
+            k = self.prompt_prefix[i]
+            self.left[k] -= 1
+            if not self.left[k]:
+                self.keys.pop(k, None)
+        place = {k: n for n, k in enumerate(used)}
+        return keys, mask.to(self.device), torch.tensor([place[k] for k in wanted], device=self.device)
 
 
 def _similar_lengths(order: list[int], sequences) -> list[list[int]]:

@@ -214,10 +214,10 @@ class StaticDecoder:
         rows' last tokens are (left padding, as in a prefill), and the held rows' columns move so
         that the longest of the two ends there; columns no row attends to are dropped. ``capacity``:
         the cache's columns after this (default: those in use + ``GROW``; ``step`` grows it when full).
-        ``prefix``: (ids (r, q), mask (r, q), of (u,)): prompt i is then prefix ``of[i]`` followed by
-        ``ids[i]``; each distinct prefix runs once (prompts sharing a system message)."""
+        ``prefix``: (keys (L, 2, r, g, q, e) from ``prefix_keys``, their left-padded mask (r, q), of (u,)): prompt i
+        is then prefix ``of[i]`` followed by ``ids[i]`` (prompts sharing a system message prefill it once)."""
         u, p = ids.shape
-        q = 0 if prefix is None else prefix[0].size(1)
+        q = 0 if prefix is None else prefix[1].size(1)
         held = 0 if self.cache is None else self.cache.size(2)
         used = self._used_columns()
         t = max(used, q + p)
@@ -230,8 +230,7 @@ class StaticDecoder:
                 cache[layer, 1, held:, :, t - p:t] = v[rows]
                 return k, v
         else:
-            pids, pmask, of = prefix
-            keys = self._prefix_keys(pids, pmask)  # per layer: (r, g, q, e) keys and values
+            keys, pmask, of = prefix
             seen = pmask.bool()[of]  # (u, q): the prefix columns each prompt attends to
             attn = torch.cat([seen[:, None, :].expand(u, p, q), attn], dim=-1)  # (u, p, q + p)
             positions = positions + pmask.sum(-1)[of][:, None]
@@ -250,8 +249,13 @@ class StaticDecoder:
         self.positions = last if held == 0 else torch.cat([self.positions, last])
         return self.linear(hidden[:, -1], self.lm_head)[rows]
 
-    def _prefix_keys(self, ids: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's keys and values (r, g, q, e) for the left-padded prefixes ``ids`` (r, q)."""
+    def prefix_shape(self, r: int, q: int) -> tuple[int, ...]:
+        """The shape of ``prefix_keys`` for r prefixes of q tokens: (L, 2, r, g, q, e)."""
+        return len(self.layers), 2, r, self.kv_heads, q, self.head_dim
+
+    @torch.no_grad()
+    def prefix_keys(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The keys and values (L, 2, r, g, q, e) of the left-padded prefixes ``ids`` (r, q): ``admit``'s ``prefix``."""
         attn, positions = _prompt_attention(mask)
         cos, sin = self._cos_sin(positions)
         keys = []
@@ -261,7 +265,7 @@ class StaticDecoder:
             return k, v
 
         self._forward(self.embed[ids], cos, sin, attn[:, None], write)
-        return keys
+        return torch.stack([torch.stack(kv) for kv in keys])
 
     def _used_columns(self) -> int:
         """How many of the last columns some held row attends to (0 when no row is held)."""
@@ -276,8 +280,13 @@ class StaticDecoder:
         held = 0 if self.cache is None else self.cache.size(2)
         shape = (len(self.layers), 2, held + new_rows, self.kv_heads, capacity, self.head_dim)
         device = self.embed.device
-        cache = torch.zeros(shape, dtype=self.dtype, device=device)
+        # every column the attention reads must be finite (a masked column still multiplies a value by 0): those not
+        # copied are zeroed, the copied ones written once (zeroing them first cost ~1/3 of a move)
+        cache = torch.empty(shape, dtype=self.dtype, device=device)
         bias = torch.full((held + new_rows, 1, 1, capacity), float("-inf"), device=device)
+        cache[:, :, held:].zero_()
+        cache[:, :, :held, :, :length - used].zero_()
+        cache[:, :, :held, :, length:].zero_()
         if used:
             cache[:, :, :held, :, length - used:length] = self.cache[..., self.length - used:self.length, :]
             bias[:held, ..., length - used:length] = self.bias[..., self.length - used:self.length]
