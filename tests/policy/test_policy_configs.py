@@ -28,7 +28,7 @@ def test_demo_config_fits_every_verbosity_level_within_its_completion_cap():
     config = load_config(RLConfig, CONFIGS / "demo" / "rl.yaml")
     # the top verbosity level is > 70 words; at ~0.85 words per token the cap must allow ~85+ tokens
     assert config.trl["max_completion_length"] * 0.85 > 70
-    assert config.trl["use_cpu"] and config.trl["bf16"]
+    assert config.trl["use_cpu"] and config.trl["bf16"] == "auto"  # bf16 only where the CPU runs it natively
 
 
 @pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)

@@ -28,6 +28,7 @@ from moslim.baselines.config import BaselineConfig
 from moslim.baselines.grid import ric_desired_rewards, ric_system_message, weight_grid
 from moslim.baselines.recipes import Stages, read_json, write_json
 from moslim.baselines.rewards import head_scores
+from moslim.precision import resolve_bf16
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ def sft_args(output_dir: Path, options: dict[str, Any], steps: int):
                 "per_device_train_batch_size": 16, "max_length": 512, "learning_rate": 2e-5, "seed": 0}
     if not torch.cuda.is_available():
         defaults.update(use_cpu=True, gradient_checkpointing=False)  # as the RL recipe: recomputation costs on CPU
+    if "bf16" in options:  # "auto": bf16 autocast where the device runs it natively (moslim.precision)
+        use_cpu = options.get("use_cpu", defaults.get("use_cpu", False))
+        options = {**options, "bf16": resolve_bf16(options["bf16"], "cpu" if use_cpu else "cuda", "ric.sft.bf16")}
     try:
         return SFTConfig(output_dir=str(output_dir), **{**defaults, **options, "max_steps": steps})
     except TypeError as err:

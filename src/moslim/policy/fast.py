@@ -25,6 +25,7 @@ import torch
 
 from moslim.policy.fast_decode import HFDecoder, StaticDecoder, cache_argument, static_support
 from moslim.policy.fast_sampling import check_sampling, sample_next
+from moslim.precision import native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def use_fast_path(setting: str, device) -> bool:
 def generation_dtype(model) -> torch.dtype:
     """bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16 / AMX), else the model's dtype."""
     dtype = next(model.parameters()).dtype
-    if dtype == torch.float32 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dtype == torch.float32 and native_bf16("cpu"):
         return torch.bfloat16
     return dtype
 

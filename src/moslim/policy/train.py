@@ -36,6 +36,7 @@ from moslim.policy.config import (  # noqa: F401  (the config classes are also i
 )
 from moslim.policy.data import load_template, read_prompt_records, rl_dataset_for, save_template
 from moslim.policy.reward_fn import MoslimReward, Scorer
+from moslim.precision import resolve_bf16
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,10 @@ def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
 
     cls = GRPOConfig if algorithm == "grpo" else RLOOConfig
     defaults = {"logging_steps": 1, "save_strategy": "steps", "save_steps": 50, "report_to": "none"}
-    if options.get("use_cpu") or not torch.cuda.is_available():
+    use_cpu = options.get("use_cpu") or not torch.cuda.is_available()
+    if "bf16" in options:  # "auto": bf16 autocast where the device runs it natively (moslim.precision)
+        options = {**options, "bf16": resolve_bf16(options["bf16"], "cpu" if use_cpu else "cuda", "trl.bf16")}
+    if use_cpu:
         # TRL turns activation checkpointing on by default: it saves accelerator memory by running each
         # layer's forward twice. On CPU memory is rarely short and the recomputation cost ~25% of the
         # update (SmolLM2-135M, measured); set trl.gradient_checkpointing: true to keep it.

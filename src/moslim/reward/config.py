@@ -73,7 +73,9 @@ class TrainSection:
     # Batches cut from runs of this many batches sorted by length (less padding); 1: plain random batches.
     # Off by default: when an objective follows length (verbosity), sorted batches each hold one level.
     length_buckets: int = bounded(1, low=1)
-    bf16: bool = False  # autocast to bfloat16 (CUDA with bf16 support, or CPU)
+    # Autocast to bfloat16. "auto": where the device has native bf16 matmuls (CUDA with bf16, a CPU with
+    # AVX512/AMX); on an AVX2-only CPU bf16 is emulated and ~8x slower than float32 (moslim.precision).
+    bf16: bool | Literal["auto"] = False
     device: str | None = None  # "cpu", "cuda", or None: cuda when available (one GPU per process), else cpu
     eval_every: int = 0  # optimizer steps between evaluations on data.eval; 0: only at the end
     save_every: int = 50  # steps between checkpoints (a killed run resumes from the last complete one); 0: none

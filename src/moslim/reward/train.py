@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 
 from moslim.config import save_config, to_dict
 from moslim.paths import last_complete_checkpoint
+from moslim.precision import resolve_bf16
 from moslim.reward.config import ModelSection, RewardTrainConfig, TrainSection
 from moslim.reward.data import (
     encode_examples,
@@ -118,12 +119,13 @@ def training_arguments(t: TrainSection, out: Path, evaluate: bool):
         get_reporting_integration_callbacks(others)
     except ValueError as err:
         raise ValueError(f"train.report_to: {err}") from None
+    use_cpu = t.device == "cpu" or not torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(out), seed=t.seed, num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=2 * t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
         lr_scheduler_type=SCHEDULES[t.schedule], warmup_steps=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
-        bf16=t.bf16, use_cpu=t.device == "cpu" or not torch.cuda.is_available(),
+        bf16=resolve_bf16(t.bf16, "cpu" if use_cpu else "cuda", "train.bf16"), use_cpu=use_cpu,
         logging_strategy="steps" if t.log_every else "no", logging_steps=t.log_every or 1,
         save_strategy="steps" if t.save_every else "no", save_steps=t.save_every or 1, save_total_limit=1,
         eval_strategy="steps" if evaluate else "no", eval_steps=t.eval_every or None,
@@ -208,7 +210,7 @@ def train_reward_model(config: RewardTrainConfig, callbacks: Sequence[TrainerCal
 
     # 2. The frozen layers' output, once per training sequence: the examples, then each pair's two answers.
     sequences = train_encoded + [e for pair in pair_encoded for e in pair]
-    states, cache_seconds = _cache_frozen(config, model, pad_id, args.device, sequences)
+    states, cache_seconds = _cache_frozen(config, model, pad_id, args.device, sequences, bf16=args.bf16)
     rows = [Row([e], [states[i]] if states else None, labels=train_labels[i]) for i, e in enumerate(train_encoded)]
     n = len(train_encoded)
     rows += [Row(list(pair), states[n + 2 * j: n + 2 * j + 2] if states else None,
@@ -272,10 +274,10 @@ def _write_summary(path: Path, config: RewardTrainConfig, trainer, results: dict
     log.info("reward model saved to %s (%.1f s of training)", path.parent, seconds)
 
 
-def _cache_frozen(config: RewardTrainConfig, model, pad_id: int, device, sequences: list
+def _cache_frozen(config: RewardTrainConfig, model, pad_id: int, device, sequences: list, bf16: bool
                   ) -> tuple[list[torch.Tensor] | None, float | None]:
     """The frozen layers' output for each sequence (model.freeze_layers + train.cache_frozen), and the seconds
-    it took; (None, None) without a cache.
+    it took; (None, None) without a cache. ``bf16``: under bf16 autocast (the training's resolved setting).
 
     Checked against a plain forward on a few rows first; a backbone the cache cannot stand in for trains
     the plain way, with a warning.
@@ -284,10 +286,10 @@ def _cache_frozen(config: RewardTrainConfig, model, pad_id: int, device, sequenc
     if not n or not t.cache_frozen:
         return None, None
     start = time.perf_counter()
-    prefix = FrozenPrefix(model, n, pad_id, device, batch_size=max(16, t.batch_size * 2), autocast=t.bf16)
+    prefix = FrozenPrefix(model, n, pad_id, device, batch_size=max(16, t.batch_size * 2), autocast=bf16)
     try:
         sample = sequences[:4]
-        prefix.check(sample, prefix.encode(sample), atol=5e-2 if t.bf16 else 1e-3)
+        prefix.check(sample, prefix.encode(sample), atol=5e-2 if bf16 else 1e-3)
     except ValueError as err:
         log.warning("train.cache_frozen: %s; training without the cache", err)
         return None, None
