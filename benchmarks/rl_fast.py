@@ -3,11 +3,12 @@
     nice -n 5 .venv/bin/python benchmarks/rl_fast.py                 # 8 prompts x 4 generations x 128 tokens
     nice -n 5 .venv/bin/python benchmarks/rl_fast.py --stock-steps 0 # our path and the bound only
 
-Measures, in this process: bf16 matmul throughput and memory bandwidth; from them a lower bound for
-one RL step (generation: per decode step the larger of bytes moved / bandwidth and FLOPs / peak;
+Measures, in this process: matmul throughput in the compute dtype (bf16 where the CPU runs it natively,
+else float32, as ``bf16: auto`` in the configs) and memory bandwidth; from them a lower bound for one RL
+step (generation: per decode step the larger of bytes moved / bandwidth and FLOPs / peak;
 update: forward + backward ~ 3x forward FLOPs / peak; reward: 0). Then runs real ``GRPOTrainer``
-steps (SmolLM2-135M-Instruct, full fine-tuning, fp32 weights with bf16 autocast, a trivial Python
-reward) with TRL's own generation and log-probs, and with ``moslim.policy.fast``, splitting each step
+steps (SmolLM2-135M-Instruct, full fine-tuning, fp32 weights with bf16 autocast where native, a trivial
+Python reward) with TRL's own generation and log-probs, and with ``moslim.policy.fast``, splitting each step
 into generation / reward / update with the trainer's ``StepTimer``. Both paths run at the same settings,
 activation checkpointing off (moslim's default on CPU); stock TRL is timed once more with TRL's own
 defaults (checkpointing on). Prints a table and ratios, and writes them to ``runs/bench/rl_fast.json``.
@@ -28,6 +29,11 @@ from moslim.threads import configure_openmp  # noqa: E402
 OPENMP = configure_openmp()  # the moslim command's OpenMP wait, before torch loads (export OMP_WAIT_POLICY to choose)
 
 import torch  # noqa: E402
+
+from moslim.precision import native_bf16  # noqa: E402
+
+BF16 = native_bf16("cpu")  # what `bf16: auto` picks here: autocast and bf16 decoding, or float32 throughout
+DTYPE = torch.bfloat16 if BF16 else torch.float32
 
 QUESTIONS = [
     "What is the capital of France?", "Explain photosynthesis to a child.", "Write a haiku about cats.",
@@ -54,19 +60,20 @@ def best_time(fn, repeats: int) -> float:
 
 def measure_roofline() -> dict:
     n = 2048
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a, b = torch.randn(n, n, dtype=DTYPE), torch.randn(n, n, dtype=DTYPE)
     peak = 2 * n**3 / best_time(lambda: a @ b, 5)
     src = torch.empty(64 * 2**20, dtype=torch.float32)  # 256 MiB, far beyond the caches
     dst = torch.empty_like(src)
     src.fill_(1.0)
     dst.fill_(0.0)
     bandwidth = 2 * src.numel() * 4 / best_time(lambda: dst.copy_(src), 5)  # bytes read + written
-    return {"bf16_tflops": peak / 1e12, "bandwidth_gbs": bandwidth / 1e9}
+    return {"dtype": str(DTYPE).removeprefix("torch."), "tflops": peak / 1e12, "bandwidth_gbs": bandwidth / 1e9}
 
 
 def step_bound(config, num_params: int, prompt_len: float, rows: int, prompts: int, new_tokens: int,
                peak: float, bandwidth: float) -> dict:
-    """Lower bound (seconds) for one GRPO step: generation and update, with bf16 weights and KV cache."""
+    """Lower bound (seconds) for one GRPO step: generation and update, weights and KV cache in DTYPE."""
+    size = DTYPE.itemsize
     d, vocab, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or d // heads
@@ -81,7 +88,7 @@ def step_bound(config, num_params: int, prompt_len: float, rows: int, prompts: i
     for step in range(new_tokens):
         context = prompt_len + step
         flops = rows * (body_flops + 2 * head_params + attention_flops(context))
-        moved = 2 * num_params + rows * layers * 2 * kv_heads * head_dim * context * 2  # weights + KV cache
+        moved = size * num_params + rows * layers * 2 * kv_heads * head_dim * context * size  # weights + KV cache
         generation += max(flops / peak, moved / bandwidth)
     tokens = rows * (prompt_len + new_tokens)
     forward = tokens * body_flops + rows * new_tokens * 2 * head_params
@@ -110,7 +117,7 @@ def run_trainer(path: Path, rollout: str, args: argparse.Namespace, out_dir: Pat
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]})
     config = GRPOConfig(output_dir=str(out_dir / name), per_device_train_batch_size=rows,
                         num_generations=args.generations, max_completion_length=args.tokens, max_steps=steps,
-                        learning_rate=1e-6, bf16=True, use_cpu=True, report_to="none", save_strategy="no",
+                        learning_rate=1e-6, bf16=BF16, use_cpu=True, report_to="none", save_strategy="no",
                         logging_steps=1, seed=0, disable_tqdm=True, temperature=1.0,
                         gradient_checkpointing=checkpointing)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -167,7 +174,7 @@ def main() -> None:
     num_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
     rows = args.prompts * args.generations
     bound = step_bound(config, num_params, prompt_length(path), rows, args.prompts, args.tokens,
-                       roof["bf16_tflops"] * 1e12, roof["bandwidth_gbs"] * 1e9)
+                       roof["tflops"] * 1e12, roof["bandwidth_gbs"] * 1e9)
     bound["tokens_per_s"] = rows * args.tokens / bound["generation"]
     checkpointing = args.gradient_checkpointing
     results = {"fast": run_trainer(path, "fast", args, out.parent, checkpointing)}
@@ -188,7 +195,7 @@ def print_table(report: dict, args) -> None:
 
     roof, results = report["roofline"], report["results"]
     table = Table(title=f"GRPO step, SmolLM2-135M, {args.prompts} prompts x {args.generations} generations x "
-                        f"{args.tokens} tokens (bf16 {roof['bf16_tflops']:.2f} TFLOPS, "
+                        f"{args.tokens} tokens ({roof['dtype']} {roof['tflops']:.2f} TFLOPS, "
                         f"{roof['bandwidth_gbs']:.1f} GB/s, {report['threads']} threads)")
     for column in ("path", "step s", "generation s", "reward s", "update s", "gen tokens/s"):
         table.add_column(column, justify="right")

@@ -26,6 +26,8 @@ configure_openmp()  # the moslim command's OpenMP wait, before torch loads; expo
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+from moslim.precision import native_bf16  # noqa: E402
+
 DEMO = Path("src/moslim/assets/demo")
 
 
@@ -119,7 +121,8 @@ def main() -> None:
 
     config = GRPOConfig(output_dir="runs/bench/rl_fast_verbosity", per_device_train_batch_size=32,
                         num_generations=4, max_completion_length=args.tokens, max_steps=10_000,
-                        learning_rate=args.lr, bf16=True, use_cpu=True, report_to="none", save_strategy="no",
+                        learning_rate=args.lr, bf16=native_bf16("cpu"), use_cpu=True,
+                        report_to="none", save_strategy="no",
                         logging_steps=1, seed=0, disable_tqdm=True,
                         gradient_checkpointing=False)  # as moslim's trl_args on CPU: it only recomputes
     trainer = GRPOTrainer(model=model, reward_funcs=[level_reward], args=config, train_dataset=dataset,

@@ -35,6 +35,7 @@ from moslim.paths import resolve_path
 from moslim.policy.data import build_rl_dataset, read_prompt_records
 from moslim.policy.reward_fn import MoslimReward, completion_text
 from moslim.policy.train import RLConfig, StepTimer, build_trainer
+from moslim.precision import native_bf16
 
 
 def trivial_reward(completions, **kwargs):
@@ -51,7 +52,7 @@ def random_head_rm(folder: Path) -> Path:
 
 
 def trl_options(a) -> dict:
-    return {"use_cpu": True, "bf16": True, "per_device_train_batch_size": a.prompts * a.generations,
+    return {"use_cpu": True, "bf16": native_bf16("cpu"), "per_device_train_batch_size": a.prompts * a.generations,
             "num_generations": a.generations, "max_completion_length": a.tokens, "learning_rate": 0.0,
             "max_steps": a.steps + 1, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
             "seed": 0, "disable_tqdm": True}
