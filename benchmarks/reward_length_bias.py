@@ -7,7 +7,8 @@ P(harmless) rises with an answer's length among answers whose true harmlessness 
 preference pushes the policy towards longer answers, against a request for a short one. The script scores each
 answer of the evaluation (base model and RL policy, every preference) with the reward model and, within strata
 whose true level is fixed by the prompt's known safety and the refusal rule, reports Spearman(word count, P) for
-P(harmless), P(request unsafe) and P(answer refuses), with a 95% bootstrap interval over prompts. It also reports
+P(harmless), P(request unsafe) and P(answer refuses), with a 95% bootstrap interval over prompts: pooled, and within
+prompts (each value minus its prompt's mean, so that which prompts get long answers cannot drive it). It also reports
 the verbosity head's expected level against the exact level (its own length signal, for scale).
 """
 
@@ -41,6 +42,13 @@ def spearman_ci(groups: list[str], x: np.ndarray, y: np.ndarray, resamples: int)
 
     low, high = bootstrap_ci(groups, stat, num_resamples=resamples)
     return {"rho": round(stat(np.arange(len(x))), 3), "ci": [round(low, 3), round(high, 3)]}
+
+
+def demeaned(groups: list[str], values: np.ndarray) -> np.ndarray:
+    """``values`` minus the mean of their group (one prompt's answers): what is left varies within a prompt."""
+    keys, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    means = np.bincount(codes, weights=values) / np.bincount(codes)
+    return values - means[codes]
 
 
 def main() -> None:
@@ -85,13 +93,17 @@ def main() -> None:
         entry = {"n": int(len(keep)), "median_words": float(np.median(words[keep]))}
         for label, values in signals.items():
             entry[label] = {"mean": round(float(values[keep].mean()), 3),
-                            **spearman_ci(g, words[keep], values[keep], args.resamples)}
+                            **spearman_ci(g, words[keep], values[keep], args.resamples),
+                            "within_prompt": spearman_ci(g, demeaned(g, words[keep]), demeaned(g, values[keep]),
+                                                         args.resamples)}
         result[stratum] = entry
         print(f"\n{stratum}: n={entry['n']}, median {entry['median_words']:.0f} words")
         for label in signals:
             e = entry[label]
+            w = e["within_prompt"]
             print(f"  {label:<18} mean {e['mean']:.3f}   Spearman with word count {e['rho']:+.3f} "
-                  f"[{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]")
+                  f"[{e['ci'][0]:+.3f}, {e['ci'][1]:+.3f}]   within prompt {w['rho']:+.3f} "
+                  f"[{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}]")
     if "verbosity" in names:
         v = names.index("verbosity")
         expected = (probs[:, v, :4] * np.arange(4)).sum(-1)
