@@ -46,7 +46,7 @@ def spearman_ci(groups: list[str], x: np.ndarray, y: np.ndarray, resamples: int)
 
 def demeaned(groups: list[str], values: np.ndarray) -> np.ndarray:
     """``values`` minus the mean of their group (one prompt's answers): what is left varies within a prompt."""
-    keys, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
     means = np.bincount(codes, weights=values) / np.bincount(codes)
     return values - means[codes]
 

@@ -40,7 +40,8 @@ import torch  # noqa: E402
 from moslim.precision import native_bf16  # noqa: E402
 
 BF16 = native_bf16("cpu")  # what `bf16: auto` picks on this CPU
-CACHED = "cached bf16" if BF16 else "cached fp32"
+CACHED_DTYPE = "bf16" if BF16 else "fp32"  # the cached arm's dtype: the demo's
+CACHED = f"cached {CACHED_DTYPE}"
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -176,13 +177,12 @@ def main() -> None:
 
     n_rows, n_tokens, n_squares = len(encoded), sum(tokens), sum(squares)
     bounds = {
-        "full fp32": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0) / rates["fp32"],
-        "full bf16": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0)
-        / rates.get("bf16", float("nan")),
-        CACHED: step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0)
-        / rates[CACHED.split()[1]],
+        f"full {dtype}": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0) / rate
+        for dtype, rate in rates.items()
     }
-    cache_bound = (2 * per_layer * n_tokens + 4 * n_squares * hidden) * n_frozen / rates[CACHED.split()[1]]
+    bounds[CACHED] = step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0) \
+        / rates[CACHED_DTYPE]
+    cache_bound = (2 * per_layer * n_tokens + 4 * n_squares * hidden) * n_frozen / rates[CACHED_DTYPE]
     report = {"settings": vars(args), "rows": n_rows, "tokens": n_tokens, "layers": n_layers, "frozen": n_frozen,
               "matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "paths": {}}
     print(f"\n{n_rows} rows ({n_tokens} tokens), batches of {args.batch}, {n_layers} layers "
