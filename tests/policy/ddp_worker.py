@@ -1,4 +1,4 @@
-"""Run by test_policy_ddp.py under torchrun: 2 RL steps, then each rank saves its own parameters.
+"""Run by test_policy_ddp.py under torchrun: 2 RL steps, then each rank saves its own parameters (and PPO's critic).
 
 usage: torchrun --standalone --nproc_per_node 2 ddp_worker.py CONFIG_JSON OUT_DIR
 """
@@ -24,6 +24,10 @@ def main(config_path: str, out_dir: str) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     state.pop("lm_head.weight", None)  # tied to the embeddings: saved once
+    critic = getattr(trainer, "value_model", None)  # PPO's critic, trained under DDP too
+    if critic is not None:
+        critic = trainer.accelerator.unwrap_model(critic)
+        state.update({f"critic.{k}": v.detach().contiguous().clone() for k, v in critic.state_dict().items()})
     save_file(state, str(Path(out_dir) / f"rank{rank}.safetensors"))
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(
         {"world_size": trainer.accelerator.num_processes, "global_step": trainer.state.global_step}))

@@ -68,8 +68,8 @@ def test_renamed_flags_are_refused_with_their_new_name(argv, old, new, capsys):
     assert f"{old} was renamed to {new}" in capsys.readouterr().err
 
 
-def test_ppo_is_a_clear_cli_error(tmp_path, capsys):
+def test_a_ppo_section_without_ppo_is_a_clear_cli_error(tmp_path, capsys):
     path = tmp_path / "rl.yaml"
-    path.write_text("train: {algorithm: ppo}\n")
+    path.write_text("ppo: {vf_coef: 0.5}\n")
     assert main(["rl", "train", "--config", str(path)]) == 2
-    assert "configs/verl/ppo.sh" in capsys.readouterr().err
+    assert "train.algorithm=ppo" in capsys.readouterr().err

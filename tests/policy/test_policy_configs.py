@@ -40,17 +40,12 @@ def test_accelerate_config_parses(path):
     assert config.num_processes >= 2
 
 
-def test_ppo_is_refused_with_where_to_run_it(tmp_path):
-    """No in-process PPO (TRL >= 1.13 has no PPOTrainer): `ppo` gets its own message, not "is not one of"."""
+def test_ppo_is_an_algorithm_with_its_own_section(tmp_path):
     path = tmp_path / "rl.yaml"
-    path.write_text("train:\n  algorithm: ppo\n")
-    for args, place in (((path,), f"{path}:train:algorithm"), ((None, ["train.algorithm=ppo"]),
-                                                               "override 'train.algorithm=ppo'")):
-        with pytest.raises(ValueError) as err:
-            load_config(RLConfig, *args)
-        message = str(err.value)
-        assert message.startswith(f"{place}: 'ppo' is not available: TRL removed PPOTrainer in 1.13")
-        for where in ("configs/verl/ppo.sh", "configs/openrlhf/ppo.sh", "docs/scaling.md"):
-            assert where in message and (CONFIGS.parent / where).is_file()
-    with pytest.raises(ValueError, match=r"'a2c' is not one of 'grpo', 'rloo'"):  # other values: as before
+    path.write_text("train:\n  algorithm: ppo\nppo:\n  lam: 0.9\n  value_learning_rate: 1.0e-5\n")
+    config = load_config(RLConfig, path)
+    assert config.train.algorithm == "ppo" and config.ppo.lam == 0.9 and config.ppo.value_learning_rate == 1e-5
+    with pytest.raises(ValueError, match=r"'a2c' is not one of 'grpo', 'rloo', 'ppo'"):
         load_config(RLConfig, None, ["train.algorithm=a2c"])
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(RLConfig, None, ["train.algorithm=ppo", "ppo.lamda=0.9"])

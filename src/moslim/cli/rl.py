@@ -12,11 +12,12 @@ from moslim.cli.output import make_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("rl", help="train a policy with RL against the MOSLIM reward (GRPO, RLOO)")
+    parser = sub.add_parser("rl", help="train a policy with RL against the MOSLIM reward (GRPO, RLOO, PPO)")
     rl_sub = parser.add_subparsers(dest="rl_command", metavar="SUBCOMMAND", required=True)
     train = rl_sub.add_parser("train", help="run RL training from a YAML config",
                               description="Train a policy: prompts with sampled preferences, the MOSLIM "
-                              "reward, TRL GRPO or RLOO. Writes OUTPUT_DIR/final/ and OUTPUT_DIR/moslim_run.json.")
+                              "reward: GRPO or RLOO (TRL), or PPO (a critic on TRL's GRPO machinery). Writes "
+                              "OUTPUT_DIR/final/ and OUTPUT_DIR/moslim_run.json.")
     train.add_argument("--config", required=True, help="YAML config, e.g. configs/rl.yaml")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trl.max_steps=10 train.algorithm=rloo")
     group = train.add_mutually_exclusive_group()

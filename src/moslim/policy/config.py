@@ -59,15 +59,13 @@ class DataSection:
 @dataclass
 class TrainSection:
     RETIRED: ClassVar[dict[str, dict[str, str]]] = {
-        "algorithm": {"ppo": (
-            "TRL removed PPOTrainer in 1.13 and moslim pins TRL 1.16, so there is no in-process PPO; run PPO "
-            "on verl (configs/verl/ppo.sh) or OpenRLHF (configs/openrlhf/ppo.sh) with moslim's reward, "
-            "see docs/scaling.md; train.algorithm here is 'grpo' or 'rloo'")},
         "rollout": {"trl": (
             "renamed to 'stock' on 2026-12-04, the same value `moslim generate --engine` takes for the stock "
             "path; write rollout: stock")}}
 
-    algorithm: Literal["grpo", "rloo"] = "grpo"
+    # grpo and ppo (a critic and GAE on GRPO's machinery, moslim.policy.ppo) on TRL's GRPOTrainer; rloo on TRL's
+    # RLOOTrainer. PPO's own settings are the `ppo` section.
+    algorithm: Literal["grpo", "rloo", "ppo"] = "grpo"
     # The CPU fast path or the stock one (TRL's own), for *both* generation (moslim.policy.fast's batched
     # sampler vs TRL's generate / vLLM) and the update's log-probs and attention (completion positions only,
     # eager attention on CPU, vs TRL's forward with the model's attention). "auto": fast on CPU, stock
@@ -79,11 +77,26 @@ class TrainSection:
 
 
 @dataclass
+class PPOSection:
+    """PPO's critic and advantages (``train.algorithm: ppo``; moslim.policy.ppo). The clipped surrogate, KL
+    and learning rate are TRL's (``trl.epsilon``, ``trl.beta``, ``trl.learning_rate``)."""
+
+    value_model: str | None = None  # the critic's start: None = the policy's weights with a zero scalar head
+    vf_coef: float = bounded(0.1)  # weight of the value loss beside the policy loss
+    cliprange_value: float = bounded(0.2, low=0, low_inclusive=False)  # how far a value may move from the rollout's
+    gamma: float = bounded(1.0, high=1.0)  # discount per token
+    lam: float = bounded(0.95, high=1.0)  # GAE's lambda: 1 = Monte Carlo returns minus values, 0 = one-step TD
+    whiten_advantages: bool = True  # mean 0, variance 1 over the batch's completion tokens
+    value_learning_rate: float | None = bounded(None, low=0, low_inclusive=False)  # None: trl.learning_rate
+
+
+@dataclass
 class RLConfig:
     policy: PolicySection = field(default_factory=PolicySection)
     reward: RewardSection = field(default_factory=RewardSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
+    ppo: PPOSection = field(default_factory=PPOSection)  # read only when train.algorithm is ppo
     trl: dict[str, Any] = field(default_factory=dict)  # passed to GRPOConfig / RLOOConfig as is
 
     def check(self) -> None:
@@ -96,6 +109,9 @@ class RLConfig:
                              f">= 2 (the levels per prompt), got {self.data.preferences_per_prompt}")
         if "output_dir" in self.trl:
             raise ValueError("set train.output_dir, not trl.output_dir (checkpoints go under it)")
+        if self.train.algorithm != "ppo" and self.ppo != PPOSection():
+            raise ValueError(f"the ppo section is set but train.algorithm is {self.train.algorithm!r}: set "
+                             "train.algorithm=ppo, or drop the section")
         if self.train.algorithm == "rloo" and self.train.rollout == "fast":
             raise ValueError("train.rollout=fast works with GRPO only (TRL's RLOOTrainer takes no rollout_func)")
         if self.train.resume not in ("auto", "never") and not Path(self.train.resume).is_dir():
@@ -115,6 +131,8 @@ class RLConfig:
         if Path(source).is_file():
             self.check_sampling(ObjectiveSet.from_yaml(source))
         models.check_reference(self.policy.model, "policy.model")
+        if self.train.algorithm == "ppo" and self.ppo.value_model is not None:
+            models.check_reference(self.ppo.value_model, "ppo.value_model")
 
     def check_factored_as(self, model_config: Path) -> None:
         """``reward.factored_as`` other than "harm" needs a reward model with a factored objective."""

@@ -1,4 +1,4 @@
-"""RL training of one policy against the MOSLIM reward (TRL GRPO or RLOO).
+"""RL training of one policy against the MOSLIM reward (TRL GRPO or RLOO, or PPO on GRPO's machinery).
 
 The recipe: load the reward model (its objectives are the policy's), build the prompt dataset with
 seeded preferences in the system message, build TRL's trainer with our reward callable, train with
@@ -53,7 +53,7 @@ def load_scorer(path: str, factored_as: str = "harm") -> Scorer:
 def trl_args(algorithm: str, output_dir: Path, options: dict[str, Any]):
     from trl import GRPOConfig, RLOOConfig
 
-    cls = GRPOConfig if algorithm == "grpo" else RLOOConfig
+    cls = RLOOConfig if algorithm == "rloo" else GRPOConfig  # PPO is a GRPOTrainer (moslim.policy.ppo)
     defaults = {"logging_steps": 1, "save_strategy": "steps", "save_steps": 50, "report_to": "none"}
     use_cpu = options.get("use_cpu") or not torch.cuda.is_available()
     if "bf16" in options:  # "auto": bf16 autocast where the device runs it natively (moslim.precision)
@@ -86,7 +86,7 @@ def rl_dataset(config: RLConfig, records, objectives: ObjectiveSet, template, ar
 
 def rollout_func_for(setting: str, algorithm: str, args, model, tokenizer):
     """``moslim.policy.fast``'s rollout when the setting and device call for it, else None (TRL generates)."""
-    if setting == "stock" or algorithm != "grpo":
+    if setting == "stock" or algorithm == "rloo":
         return None
     from moslim.policy import fast
 
@@ -193,6 +193,13 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     if config.train.algorithm == "grpo":
         rollout = rollout_func_for(config.train.rollout, "grpo", args, model, tokenizer)
         trainer = GRPOTrainer(**kwargs, rollout_func=rollout)
+    elif config.train.algorithm == "ppo":
+        from moslim.policy.ppo import PPOTrainer, load_value_model
+
+        value_path = models.resolve(config.ppo.value_model) if config.ppo.value_model else path
+        value_model = load_value_model(value_path, dtype=getattr(torch, config.policy.dtype))
+        rollout = rollout_func_for(config.train.rollout, "ppo", args, model, tokenizer)
+        trainer = PPOTrainer(**kwargs, rollout_func=rollout, value_model=value_model, ppo=config.ppo)
     else:
         trainer = RLOOTrainer(**kwargs)
     trainer.add_callback(StepTimer(trainer))
@@ -287,7 +294,7 @@ def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s
     for entry in trainer.state.log_history:
         if "reward" not in entry:
             continue  # the final train summary line
-        steps.append({k: v for k, v in entry.items() if k in STEP_KEYS or k.startswith("moslim/")})
+        steps.append({k: v for k, v in entry.items() if k in STEP_KEYS or k.startswith(("moslim/", "ppo/"))})
     if steps:
         plot_run(steps, path.with_name("rl_curves.png"), f"{config.train.algorithm.upper()} {config.policy.model}")
     split = {key: _mean(s.get(f"time/{key}") for s in steps) for key in ("step", "generation", "reward", "update")}
