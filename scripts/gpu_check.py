@@ -7,9 +7,9 @@ of SmolLM2-135M-Instruct's config.json), with a word-level tokenizer made here. 
    backbone shape, the masked multi-head loss, AdamW, bf16 autocast;
 2. GRPO steps: moslim's RL recipe (``moslim.policy.train.build_trainer``: prompts with preferences in the
    system message, the MOSLIM reward from that reward model) on TRL's GRPOTrainer with TRL's own generation
-   (``train.rollout: stock``: the CPU fast path is off), bf16.
-
-PPO is not here: it runs on verl or OpenRLHF (configs/verl/ppo.sh, configs/openrlhf/ppo.sh; docs/scaling.md).
+   (``train.rollout: stock``: the CPU fast path is off), bf16;
+3. PPO steps: the same recipe with ``train.algorithm: ppo`` (moslim.policy.ppo: a critic of the policy's size
+   and GAE advantages on TRL's GRPO machinery), bf16.
 
 It prints throughput and peak memory per stage, and exits non-zero when a stage fails or its loss is not finite.
 
@@ -48,6 +48,10 @@ TINY = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_lay
 RM_WORK = {"full": dict(steps=20, batch=32, seq_len=256), "tiny": dict(steps=2, batch=4, seq_len=16)}
 GRPO_WORK = {"full": dict(max_steps=5, per_device_train_batch_size=64, num_generations=8, max_completion_length=128),
              "tiny": dict(max_steps=2, per_device_train_batch_size=4, num_generations=2, max_completion_length=8)}
+# PPO: 2 completions per prompt (the least TRL's GRPO machinery takes; GAE ignores the groups), one update per
+# batch of rollouts so every step's timing holds a generation (the tests run 2 PPO epochs).
+PPO_WORK = {"full": dict(max_steps=4, per_device_train_batch_size=64, num_generations=2, max_completion_length=128),
+            "tiny": dict(max_steps=2, per_device_train_batch_size=4, num_generations=2, max_completion_length=8)}
 
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -143,8 +147,9 @@ def rm_steps(rm_dir: Path, device: torch.device, steps: int, batch: int, seq_len
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
-def grpo_steps(policy_dir: Path, rm_dir: Path, workdir: Path, device: torch.device, work: dict) -> dict:
-    """GRPO steps through moslim's RL recipe with TRL's own generation; the reward model scores in bf16."""
+def rl_steps(policy_dir: Path, rm_dir: Path, workdir: Path, device: torch.device, work: dict,
+             algorithm: str = "grpo") -> dict:
+    """GRPO (or PPO) steps through moslim's RL recipe with TRL's own generation; the reward model scores in bf16."""
     from moslim.config import from_dict
     from moslim.policy.train import RLConfig, build_trainer
     from moslim.reward.scorer import RewardScorer
@@ -154,7 +159,7 @@ def grpo_steps(policy_dir: Path, rm_dir: Path, workdir: Path, device: torch.devi
         "policy": {"model": str(policy_dir)},
         "reward": {"model": str(rm_dir)},
         "data": {"num_named": [1, 2], "max_prompts": 256},
-        "train": {"algorithm": "grpo", "rollout": "stock", "output_dir": str(workdir / "rl")},
+        "train": {"algorithm": algorithm, "rollout": "stock", "output_dir": str(workdir / algorithm)},
         "trl": {**work, "bf16": True, "use_cpu": cpu, "learning_rate": 1e-6, "logging_steps": 1,
                 "save_strategy": "no", "report_to": "none", "seed": 0, "disable_tqdm": True,
                 "gradient_checkpointing": False, "temperature": 1.0},
@@ -167,7 +172,7 @@ def grpo_steps(policy_dir: Path, rm_dir: Path, workdir: Path, device: torch.devi
     wall = time.perf_counter() - start
     steps = [e for e in trainer.state.log_history if "time/step" in e]
     if len(steps) != work["max_steps"] or not all(math.isfinite(e.get("loss", 0.0)) for e in steps):
-        raise RuntimeError(f"GRPO logged {len(steps)} of {work['max_steps']} steps: {steps}")
+        raise RuntimeError(f"{algorithm.upper()} logged {len(steps)} of {work['max_steps']} steps: {steps}")
     timed = steps[1:] or steps  # the first step warms kernels and the generation cache up
 
     def mean(key):
@@ -215,13 +220,14 @@ def run(device: str, tiny: bool, workdir: Path) -> dict:
           f"{rm['params_m']:.1f}M params: {rm['s_per_step']:.3f} s/step, {rm['pairs_per_s']:,.0f} pairs/s, "
           f"{rm['tokens_per_s']:,.0f} tokens/s, loss {rm['loss_first']:.3f} -> {rm['loss_last']:.3f}, "
           f"peak {rm['peak_gib']:.2f} GiB", flush=True)
-    grpo = grpo_steps(policy_dir, rm_dir, workdir, dev, GRPO_WORK[size])
-    report["grpo"] = grpo
-    print(f"grpo: {grpo['steps']} steps x {grpo['completions_per_step']} completions ({grpo['num_generations']} per "
-          f"prompt), <= {grpo['max_new_tokens']} new tokens, TRL generation, bf16: {grpo['s_per_step']:.2f} s/step "
-          f"(generation {grpo['generation_s']:.2f}, reward {grpo['reward_s']:.2f}, update {grpo['update_s']:.2f}), "
-          f"{grpo['generated_tokens_per_s']:,.0f} generated tokens/s, {grpo['completions_per_s']:.1f} completions/s, "
-          f"peak {grpo['peak_gib']:.2f} GiB", flush=True)
+    for algorithm, work in (("grpo", GRPO_WORK[size]), ("ppo", PPO_WORK[size])):
+        rl = rl_steps(policy_dir, rm_dir, workdir, dev, work, algorithm)
+        report[algorithm] = rl
+        print(f"{algorithm}: {rl['steps']} steps x {rl['completions_per_step']} completions ({rl['num_generations']} "
+              f"per prompt), <= {rl['max_new_tokens']} new tokens, TRL generation, bf16: {rl['s_per_step']:.2f} "
+              f"s/step (generation {rl['generation_s']:.2f}, reward {rl['reward_s']:.2f}, update "
+              f"{rl['update_s']:.2f}), {rl['generated_tokens_per_s']:,.0f} generated tokens/s, "
+              f"{rl['completions_per_s']:.1f} completions/s, peak {rl['peak_gib']:.2f} GiB", flush=True)
     report["total_s"] = time.perf_counter() - start
     print(f"gpu_check: OK in {report['total_s']:.0f} s", flush=True)
     return report

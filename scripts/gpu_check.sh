@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # moslim's training stages on one GPU, offline, in a few minutes (< 8 on one H200 is the target):
 # a SmolLM2-135M-sized policy and reward model from configs with random weights, reward-model training
-# steps in bf16, then GRPO steps with TRL's own generation; prints throughput and peak memory.
+# steps in bf16, then GRPO and PPO steps with TRL's own generation; prints throughput and peak memory.
 #
 #   scripts/gpu_check.sh fetch [PYTHON_VERSION]   # where pip reaches PyPI: the wheels the GPU machine lacks
 #                                                  # (scripts/gpu_check_wheels.txt) -> wheels/ (git-ignored)
