@@ -13,8 +13,9 @@ logging, accelerate and checkpoints. What PPO adds:
 - **advantages** by GAE (``ppo.gamma``, ``ppo.lam``) over per-token rewards that are 0 except the MOSLIM
   reward on a completion's last token, whitened over the batch's completion tokens; the critic's targets
   are the returns (advantages + values, before whitening);
-- a **value loss**: the clipped squared error of PPO (``ppo.cliprange_value``) times ``ppo.vf_coef``, added
-  to the policy loss; the value model's parameters are a second group of the same optimizer
+- a **value loss**: the clipped squared error of PPO (``ppo.cliprange_value``) times ``ppo.vf_coef``, its
+  backward run after the policy's (one graph in memory at a time); the value model's parameters are a second
+  group of the same optimizer
   (``ppo.value_learning_rate``, default the policy's) under the same schedule and gradient clipping;
 - **checkpoints**: ``checkpoint-N/value_model/`` (safetensors) is written before TRL's files, so a
   checkpoint with trainer_state.json (the one resumed from) has it; resuming restores it.
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 VALUE_DIR = "value_model"  # inside each checkpoint-N
 # The GRPOTrainer / Trainer methods PPOTrainer overrides or calls: TRL's private members among them are why
 # pyproject.toml pins TRL's minor version; ``check_grpo_members`` names a missing one.
-GRPO_MEMBERS = ("_calculate_rewards", "_generate_and_score_completions", "_compute_loss", "_save_checkpoint",
+GRPO_MEMBERS = ("_calculate_rewards", "_generate_and_score_completions", "_prepare_inputs", "training_step",
+                "compute_loss_context_manager", "_save_checkpoint",
                 "_load_optimizer_and_scheduler", "_get_output_dir", "_clip_grad_norm", "create_optimizer")
 
 
@@ -158,6 +160,8 @@ class PPOTrainer(GRPOTrainer):
                              "model (the critic) does not fit one sharded engine; run PPO at that scale on verl "
                              "(configs/verl/ppo.sh) or OpenRLHF (configs/openrlhf/ppo.sh), see docs/scaling.md")
         self.ppo = ppo
+        if self.args.gradient_checkpointing:  # as the policy: TRL's default on accelerators, off on CPU here
+            value_model.gradient_checkpointing_enable()
         self.value_model = self.accelerator.prepare_model(value_model.to(self.accelerator.device))
         self.add_callback(_ZeroCriticGrads(self.value_model))
         self._rewards_per_func: torch.Tensor | None = None
@@ -202,9 +206,23 @@ class PPOTrainer(GRPOTrainer):
         metrics["ppo/return_mean"].append(self.accelerator.gather((returns.sum() / count).reshape(1)).mean().item())
         return out
 
-    def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
-        mode = "train" if self.model.training else "eval"
+    def _prepare_inputs(self, generation_batch):
+        self._batch = super()._prepare_inputs(generation_batch)  # the micro-batch the critic trains on too
+        return self._batch
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The policy's step (TRL's: loss and backward), then the critic's own forward and backward: the two
+        graphs are never held at once, so the peak memory is the larger of them, not their sum (SmolLM2-135M on
+        CPU: the summed loss ran out of 24 GB at 16 completions of 128 tokens)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        with self.compute_loss_context_manager():
+            critic = self._critic_loss(self._batch, "train") * self.ppo.vf_coef
+        # TRL scales the policy loss for gradient accumulation itself (HF's auto-scaling is off): match it.
+        critic = critic / self.current_gradient_accumulation_steps
+        self.accelerator.backward(critic)
+        return loss + critic.detach()
+
+    def _critic_loss(self, inputs, mode: str) -> torch.Tensor:
         mask = inputs["completion_mask"].float()
         values = completion_values(self.value_model, inputs)
         vf_loss, clipfrac = value_loss(values, inputs["old_values"], inputs["returns"], mask,
@@ -212,9 +230,7 @@ class PPOTrainer(GRPOTrainer):
         metrics = self._metrics[mode]
         metrics["ppo/value_loss"].append(self.accelerator.gather(vf_loss.detach().reshape(1)).mean().item())
         metrics["ppo/value_clipfrac"].append(self.accelerator.gather(clipfrac.reshape(1)).mean().item())
-        # TRL scales the policy loss for gradient accumulation itself (HF's auto-scaling is off): match it.
-        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        return loss + self.ppo.vf_coef * vf_loss / normalizer
+        return vf_loss
 
     # -- checkpoints carry the critic ------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
