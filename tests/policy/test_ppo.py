@@ -17,6 +17,7 @@ from moslim.policy.ppo import (
     completion_values,
     gae,
     load_value_model,
+    normalized,
     value_loss,
     whiten,
 )
@@ -59,6 +60,13 @@ def test_whiten_uses_only_the_masked_entries():
     kept = out[mask.bool()]
     assert kept.mean().abs() < 1e-6 and kept.var(unbiased=False) == pytest.approx(1.0, abs=1e-5)
     assert torch.all(out[~mask.bool()] == 0)
+
+
+def test_rewards_are_centred_and_scaled_over_the_batch():
+    out = normalized(torch.tensor([-1.0, -0.5, -0.5, 0.0]))
+    assert out.mean().abs() < 1e-6 and out.std().item() == pytest.approx(1.0, abs=1e-5)
+    assert out.tolist() == sorted(out.tolist())  # order kept
+    assert normalized(torch.tensor([-0.7])).tolist() == [0.0]
 
 
 def test_value_loss_clips_a_value_that_moved_too_far_away_from_its_target():

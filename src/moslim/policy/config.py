@@ -86,6 +86,9 @@ class PPOSection:
     cliprange_value: float = bounded(0.2, low=0, low_inclusive=False)  # how far a value may move from the rollout's
     gamma: float = bounded(1.0, high=1.0)  # discount per token
     lam: float = bounded(0.95, high=1.0)  # GAE's lambda: 1 = Monte Carlo returns minus values, 0 = one-step TD
+    # The batch's scalar rewards centred and scaled before GAE: MOSLIM's are <= 0, and against a critic that
+    # starts at 0 uncentred rewards push down every answer's last token, the end-of-answer one included.
+    normalize_rewards: bool = True
     whiten_advantages: bool = True  # mean 0, variance 1 over the batch's completion tokens
     value_learning_rate: float | None = bounded(None, low=0, low_inclusive=False)  # None: trl.learning_rate
 
