@@ -146,6 +146,22 @@ def test_generation_logprobs_equal_a_plain_forward(tiny_lm, monkeypatch, decoder
         assert torch.allclose(torch.tensor(lps), expected, atol=1e-5)
 
 
+def test_float32_decoding_on_packed_weights_gives_the_plain_decoders_logits(tiny_lm):
+    if not fast_decode.packed_linears_supported(torch.float32):
+        pytest.skip("oneDNN cannot run float32 linears on packed weights on this CPU")
+    ids = torch.tensor([[0, 10, 11, 12], [20, 21, 22, 23]])
+    mask, rows = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), torch.tensor([0, 0, 1])
+    logits = {}
+    for packed in (True, False):
+        decoder = fast_decode.StaticDecoder(tiny_lm, torch.float32, rows=3, packed=packed)
+        assert decoder.linear.packed is packed
+        first = decoder.prefill(ids, mask, rows, capacity=8)
+        logits[packed] = [first, decoder.step(torch.tensor([5, 6, 7])), decoder.step(torch.tensor([8, 9, 4]))]
+    assert fast_decode.StaticDecoder(tiny_lm, torch.float32).linear.packed  # the default where oneDNN runs it
+    for a, b in zip(logits[True], logits[False]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_bf16_generation_logprobs_are_close_to_the_float32_forward(tiny_lm):
     completions, logprobs = generate_batch(tiny_lm, None, PROMPTS, max_new_tokens=8, eos_token_ids=[],
                                            generator=torch.Generator().manual_seed(3), dtype=torch.bfloat16)

@@ -67,8 +67,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 @functools.cache
 def packed_linears_supported(dtype: torch.dtype) -> bool:
-    """Whether oneDNN can run bf16 linears on weights reordered once (``torch.ops.mkldnn``) here."""
-    if dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+    """Whether oneDNN can run bf16 or float32 linears on weights reordered once (``torch.ops.mkldnn``) here."""
+    if dtype not in (torch.bfloat16, torch.float32) or not torch.backends.mkldnn.is_available():
         return False
     try:
         weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(4, 4, dtype=dtype), 2)
@@ -84,10 +84,13 @@ class _Linears:
     Decoding multiplies 32-odd rows by each weight once per token: oneDNN's bf16 kernels reorder a
     plain weight on every call, which cost ~30% of the layers' matmul time (measured on SmolLM2,
     AVX512-BF16). Reordered ("packed") weights skip that, and the MLP's SiLU and gating product
-    run as post-ops of its matmuls (each rounded once to bf16 instead of after every op)."""
+    run as post-ops of its matmuls (each rounded once to bf16 instead of after every op). In float32 the
+    packed kernels also beat ``F.linear``'s BLAS call at a few dozen rows: 1.1-1.4x on a layer's
+    projections and 2.2x on SmolLM2's head (AVX2, 32 rows; ``benchmarks/decode_packed.py``).
+    ``packed``: None picks it where oneDNN runs ``dtype``."""
 
-    def __init__(self, dtype: torch.dtype, rows: int):
-        self.packed = packed_linears_supported(dtype)
+    def __init__(self, dtype: torch.dtype, rows: int, packed: bool | None = None):
+        self.packed = packed_linears_supported(dtype) if packed is None else packed and packed_linears_supported(dtype)
         self.rows = rows
 
     def weight(self, w: torch.Tensor) -> torch.Tensor:
@@ -112,7 +115,7 @@ class StaticDecoder:
     """Decoding state for one batch: weights (cast to ``dtype``), KV cache, positions, padding mask."""
 
     @torch.no_grad()
-    def __init__(self, model, dtype: torch.dtype, rows: int = 32):
+    def __init__(self, model, dtype: torch.dtype, rows: int = 32, packed: bool | None = None):
         config = model.config
         base = model.model
         self.dtype = dtype
@@ -122,7 +125,7 @@ class StaticDecoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.rotary = base.rotary_emb
         self.cache, self.length = None, 0  # (L, 2, b, g, t, e) once rows are admitted
-        self.linear = linear = _Linears(dtype, rows)
+        self.linear = linear = _Linears(dtype, rows, packed)
         scale = self.head_dim ** -0.5  # folded into the query weights (exact for a power-of-4 head dim)
 
         def cast(t, factor=None):

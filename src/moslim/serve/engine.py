@@ -193,7 +193,7 @@ class Engine:
 
 def _decoder_for(model, device: torch.device, capacity: int):
     """The CPU fast path's decoder (weights cast and packed once), else the model's own forward with a
-    dynamic cache: the packed bf16 kernels are CPU-only (``moslim generate`` likewise uses it on CPU only)."""
+    dynamic cache: the packed oneDNN kernels are CPU-only (``moslim generate`` likewise uses it on CPU only)."""
     from moslim.policy.fast import make_decoder
     from moslim.policy.fast_decode import HFDecoder
 
