@@ -85,8 +85,8 @@ class _Linears:
     plain weight on every call, which cost ~30% of the layers' matmul time (measured on SmolLM2,
     AVX512-BF16). Reordered ("packed") weights skip that, and the MLP's SiLU and gating product
     run as post-ops of its matmuls (each rounded once to bf16 instead of after every op). In float32 the
-    packed kernels also beat ``F.linear``'s BLAS call at a few dozen rows: 1.1-1.4x on a layer's
-    projections and 2.2x on SmolLM2's head (AVX2, 32 rows; ``benchmarks/decode_packed.py``).
+    packed kernels also beat ``F.linear``'s BLAS call at a few dozen rows: 1.1-1.6x on a layer's
+    projections and 1.8-2.2x on SmolLM2's head (AVX2, 16-32 rows; ``benchmarks/decode_packed.py``).
     ``packed``: None picks it where oneDNN runs ``dtype``."""
 
     def __init__(self, dtype: torch.dtype, rows: int, packed: bool | None = None):
