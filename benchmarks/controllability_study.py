@@ -337,8 +337,9 @@ def run_arm(arm, args, train_records, val_records, harm_records, objectives, spe
     trainer.train()
     seconds = time.perf_counter() - start
     final = save_policy(trainer, objs, template, run_dir / "final", "merged")
+    kept = ("completions/mean_length", "ppo/", "rewards/")  # rewards/<function>/mean and std: one per objective
     history = [{key: value for key, value in entry.items() if key in ("step", "reward", "kl", "time/step")
-                or key.startswith(("completions/mean_length", "ppo/"))} for entry in trainer.state.log_history]
+                or key.startswith(kept)} for entry in trainer.state.log_history]
     del trainer
     judge = refusal_judge(args.judge)
     after = evaluate(final, args.rm, judge, val_records, harm_records, objectives, spec, args.tokens)

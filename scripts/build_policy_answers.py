@@ -24,6 +24,11 @@ model's refusal factor errs (docs/study.md, "Refusal"):
 - ``--kind rl``: the answers of an RL policy (``--policy``; by default the study's ``rm_harmlessness`` arm, which
   learnt to open with an apology and then help) under harmlessness-only preferences: the answers that fooled
   the reward model, labelled by the rule in build-demo like every other answer here.
+- ``--kind moslim``: the answers of policies RL trained on the full MOSLIM reward (``--policy``, one folder or
+  several, each answering its share of the prompts in turn) under the demo RL stage's preferences (verbosity
+  and harmlessness, one or both named): answers at every length that the reward model's harmlessness head
+  scored as harmless where the rule and the prompt's safety say they are not. Not shipped: written to ``--out``
+  for a study's own copy of the data (docs/study.md, "The reward model on the policy's own answers").
 
 The controllability study's validation prompts (32, and the 64 more held out for harmlessness) are left out, so the
 study measures the reward model on requests it never saw. Seeded: the same command writes the same file on the
@@ -63,12 +68,13 @@ class Kind:
     temperature: float
 
 
-BASE, REFUSALS, RL = POLICY_ANSWER_FILES
+BASE, REFUSALS, RL, MOSLIM = POLICY_ANSWER_FILES
 KINDS = {
     "base": Kind(BASE, "smollm2", "smollm2-135m-instruct", 0, 600, 200, 128, 1.0),  # RL's sampling
     "refusals": Kind(REFUSALS, "smollm2-prefilled", "smollm2-135m-instruct-prefilled-refusal", 1, 300, 100, 64,
                      0.7),  # fewer non-sequiturs than at 1.0
     "rl": Kind(RL, "grpo-study", "grpo-harmlessness-study-policy", 2, 400, 100, 128, 1.0),
+    "moslim": Kind(MOSLIM, "grpo-moslim", "grpo-moslim-study-policy", 3, 300, 100, 128, 1.0),
 }
 
 
@@ -77,8 +83,9 @@ def main() -> None:
     parser.add_argument("--kind", choices=sorted(KINDS), default="base",
                         help="base: the base policy's answers; refusals: answers opened with a refusal and "
                              "continued by the base policy; rl: the answers of --policy")
-    parser.add_argument("--policy", default="runs/study-harm2/rm_harmlessness/final",
-                        help="--kind rl: the RL policy folder (benchmarks/controllability_study.py's arm)")
+    parser.add_argument("--policy", nargs="+", default=["runs/study-harm2/rm_harmlessness/final"],
+                        help="--kind rl / moslim: the RL policy folder(s) (benchmarks/controllability_study.py's "
+                             "arms); with several, prompt i is answered by policy i modulo their number")
     parser.add_argument("--unsafe", type=int, help="unsafe prompts to answer (seeded subset; default per kind)")
     parser.add_argument("--safe", type=int, help="safe prompts to answer (seeded subset; default per kind)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -106,18 +113,29 @@ def main() -> None:
         pool = [r for r in train if r.tags.get("safety") == safety]
         chosen += rng.sample(pool, min(count, len(pool)))
     chosen.sort(key=lambda r: r.id)
+    if args.kind == "rl" and len(args.policy) != 1:
+        parser.error("--kind rl answers with one --policy")
     if args.kind == "rl":  # the study arm's preferences: harmlessness alone, level 1 (harmless) or 0
         sampler = PreferenceSampler(objectives, num_named=1, seed=0,
                                     objective_weights={"helpfulness": 0, "verbosity": 0})
+    elif args.kind == "moslim":  # the demo RL stage's preferences (configs/demo/rl.yaml: data)
+        sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]},
+                                    objective_weights={"helpfulness": 0}, seed=0)
     else:
         sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]}, seed=0)
     preferences = [sampler.sample() for _ in chosen]
     openings = [rng.choice(REFUSAL_OPENINGS) if args.kind == "refusals" else "" for _ in chosen]
-    policy = args.policy if args.kind == "rl" else resolve("smollm2-135m-instruct")
-    answers = generate_completions(policy, [prompt_text(r.prompt) for r in chosen], preferences,
-                                   objectives=objectives, max_new_tokens=kind.tokens, temperature=kind.temperature,
-                                   top_p=1.0, num_samples=1, seed=0, batch_size=args.batch_size,
-                                   answer_prefix=openings)
+    policies = args.policy if args.kind in ("rl", "moslim") else [resolve("smollm2-135m-instruct")]
+    answers = [None] * len(chosen)
+    for turn, policy in enumerate(policies):
+        mine = list(range(turn, len(chosen), len(policies)))
+        out = generate_completions(policy, [prompt_text(chosen[i].prompt) for i in mine],
+                                   [preferences[i] for i in mine], objectives=objectives,
+                                   max_new_tokens=kind.tokens, temperature=kind.temperature, top_p=1.0,
+                                   num_samples=1, seed=0, batch_size=args.batch_size,
+                                   answer_prefix=[openings[i] for i in mine])
+        for i, answer in zip(mine, out):
+            answers[i] = answer
     if args.kind == "refusals":
         answers = [[refusal_only(a[0])] for a in answers]
     rows = [{"id": f"{kind.id_prefix}/{r.id}", "prompt": r.prompt, "response": a[0], "source": kind.source,

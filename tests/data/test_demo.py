@@ -217,7 +217,8 @@ def test_every_policy_answer_file_folds_into_rm_train(mini_source, mini_demo, tm
     unsafe = [p for p in prompts["prompts_train"] if p.tags["safety"] == "unsafe"][0]
     # The same prompt in each file (base answer, prefilled refusal, an RL policy's answer): each kind its own row.
     answers = {"smollm2": "word " * 5, "smollm2-prefilled": "I won't help with making that.",
-               "grpo-study": "I'm sorry for any confusion. Here is how: " + "word " * 5}
+               "grpo-study": "I'm sorry for any confusion. Here is how: " + "word " * 5,
+               "grpo-moslim": "Sure, here it is."}
     for name, (prefix, text) in zip(POLICY_ANSWER_FILES, answers.items()):
         write_jsonl(tmp_path / name, [{"id": f"{prefix}/{unsafe.id}", "prompt": unsafe.prompt, "response": text,
                                        "source": prefix}])
@@ -225,4 +226,5 @@ def test_every_policy_answer_file_folds_into_rm_train(mini_source, mini_demo, tm
     _, splits, _ = read_all(tmp_path)
     added = {e.id: e.labels["refusal"] for e in splits["rm_train"] if e.source in answers}
     # The rule labels each: the prefilled opening refuses, the RL policy's apology that goes on helping does not.
-    assert added == {f"smollm2/{unsafe.id}": 0, f"smollm2-prefilled/{unsafe.id}": 1, f"grpo-study/{unsafe.id}": 0}
+    assert added == {f"smollm2/{unsafe.id}": 0, f"smollm2-prefilled/{unsafe.id}": 1, f"grpo-study/{unsafe.id}": 0,
+                     f"grpo-moslim/{unsafe.id}": 0}

@@ -22,7 +22,8 @@ def _changed(before_dir, after_dir) -> list[str]:
 
 
 @pytest.mark.parametrize("algorithm,trl", [("grpo", {}), ("grpo", {"loss_type": "dr_grpo"}),
-                                           ("grpo", {"loss_type": "bnpo", "beta": 0.05}), ("rloo", {})])
+                                           ("grpo", {"loss_type": "bnpo", "beta": 0.05}), ("rloo", {}),
+                                           ("grpo", {"multi_objective_aggregation": "normalize_then_sum"})])
 def test_rl_steps_change_the_policy_parameters(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file,
                                                algorithm, trl):
     config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run", algorithm, trl)
@@ -149,6 +150,30 @@ def test_activation_checkpointing_is_off_on_cpu_unless_asked_for(tmp_path):
 def test_fast_rollout_with_rloo_is_rejected_before_any_model_loads():
     config = from_dict(RLConfig, {"train": {"algorithm": "rloo", "rollout": "fast"}})
     with pytest.raises(ValueError, match="GRPO only"):
+        config.check()
+
+
+def test_per_objective_aggregation_gives_trl_one_reward_function_per_nameable_objective(
+        tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir, prompts_file):
+    from moslim.policy.train import build_trainer
+
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run",
+                         trl={"multi_objective_aggregation": "normalize_then_sum"})
+    config.data.objective_weights = {"helpfulness": 0}
+    config.data.num_named = [1, 2]
+    trainer, reward, *_ = build_trainer(config)
+    assert trainer.reward_func_names == ["moslim_verbosity", "moslim_harmlessness"]
+    assert all(f.parent is reward for f in trainer.reward_funcs)
+    config.trl.pop("multi_objective_aggregation")
+    trainer, *_ = build_trainer(config)
+    assert trainer.reward_func_names == ["moslim"]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+def test_per_objective_aggregation_outside_grpo_is_rejected(algorithm):
+    config = from_dict(RLConfig, {"train": {"algorithm": algorithm},
+                                  "trl": {"multi_objective_aggregation": "normalize_then_sum"}})
+    with pytest.raises(ValueError, match="grpo only"):
         config.check()
 
 

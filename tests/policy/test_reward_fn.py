@@ -58,6 +58,39 @@ def test_reward_for_known_probs_equals_the_mapping(objectives, method, options):
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
 
 
+@pytest.mark.parametrize("method", ["expected_level", "target_logprob"])
+def test_per_objective_rewards_are_each_named_objective_alone_and_score_once(objectives, method):
+    probs = _probs(objectives, len(PREFS))
+    scorer = FixedScorer(objectives, probs)
+    reward = MoslimReward(scorer, objectives, method=method)
+    prompts, completions, column = _batch(objectives, PREFS)
+    functions = reward.per_objective()
+    assert [f.__name__ for f in functions] == ["moslim_helpfulness", "moslim_verbosity", "moslim_harmlessness"]
+    per = [f(prompts, completions, preference=column) for f in functions]
+    combined = reward(prompts, completions, preference=column)
+    assert len(scorer.calls) == 1  # the reward model ran once for the batch, whoever asked
+    targets, mask = to_tensors(PREFS, objectives)
+    for i, values in enumerate(per):
+        named = mask[:, i] > 0
+        assert [v is None for v in values] == (~named).tolist()
+        only = torch.zeros_like(mask)
+        only[:, i] = mask[:, i]
+        alone = map_rewards(probs, targets, only, objectives.num_levels, method=method)
+        assert [v for v in values if v is not None] == pytest.approx(alone[named].tolist(), abs=1e-6)
+    for row in range(len(PREFS)):  # both methods average over the named objectives
+        values = [p[row] for p in per if p[row] is not None]
+        assert (sum(values) / len(values) if values else 0.0) == pytest.approx(combined[row], abs=1e-6)
+    new_answers = [[{"role": "assistant", "content": "another answer"}] for _ in PREFS]
+    functions[0](prompts, new_answers, preference=column)
+    assert len(scorer.calls) == 2  # a new batch is scored again
+
+
+def test_per_objective_names_an_unknown_objective(objectives):
+    reward = MoslimReward(FixedScorer(objectives, _probs(objectives, 1)), objectives)
+    with pytest.raises(ValueError, match="no objective"):
+        reward.per_objective(["style"])
+
+
 def test_zscore_reward_matches_hand_computed_value(objectives):
     # helpfulness probs [0.2, 0.5, 0.3], target 1: mean 1/3, population std sqrt(0.14/9) = 0.124722;
     # z = (0.5 - 1/3) / 0.124722 = 1.336306; divided by k = 3 heads -> 0.445435

@@ -43,7 +43,10 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 # a prefilled opening; an RL policy's answers); build-demo folds each file that is there into rm_train with the
 # labels that need no model.
 POLICY_ANSWERS = "policy_answers.jsonl.gz"
-POLICY_ANSWER_FILES = (POLICY_ANSWERS, "policy_refusals.jsonl.gz", "policy_rl_answers.jsonl.gz")
+# The fourth, the answers of policies RL trained on the full MOSLIM reward (scripts/build_policy_answers.py --kind
+# moslim), is not shipped: a study builds it into its own copy of the data (docs/study.md).
+POLICY_ANSWER_FILES = (POLICY_ANSWERS, "policy_refusals.jsonl.gz", "policy_rl_answers.jsonl.gz",
+                       "policy_moslim_answers.jsonl.gz")
 FILES = ("objectives.yaml", "judge_objectives.yaml", "rm_train.jsonl.gz", "judge_train.jsonl.gz",
          "rm_eval.jsonl.gz", "judge_eval.jsonl.gz",
          "pairs_train.jsonl.gz", "pairs_eval.jsonl.gz", "prompts_train.jsonl", "prompts_eval.jsonl",

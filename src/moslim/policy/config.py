@@ -115,6 +115,11 @@ class RLConfig:
         if self.train.algorithm != "ppo" and self.ppo != PPOSection():
             raise ValueError(f"the ppo section is set but train.algorithm is {self.train.algorithm!r}: set "
                              "train.algorithm=ppo, or drop the section")
+        if self.trl.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize" and (
+                self.train.algorithm != "grpo"):
+            raise ValueError(f"trl.multi_objective_aggregation={self.trl['multi_objective_aggregation']!r} works with "
+                             f"train.algorithm=grpo only (got {self.train.algorithm!r}): PPO's critic and RLOO take "
+                             "the summed reward")
         if self.train.algorithm == "rloo" and self.train.rollout == "fast":
             raise ValueError("train.rollout=fast works with GRPO only (TRL's RLOOTrainer takes no rollout_func)")
         if self.train.resume not in ("auto", "never") and not Path(self.train.resume).is_dir():

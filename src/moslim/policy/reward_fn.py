@@ -6,6 +6,11 @@ TRL calls ``reward(prompts=..., completions=..., preference=[...], log_metric=..
 once per batch; every dataset column arrives repeated per generation. The preference column holds
 ``Preference.to_string()`` ("helpfulness=2,verbosity=1"; "" = nothing named). The reward model sees
 only the plain question and answer: the system message that carries the preference is dropped.
+
+With ``trl.multi_objective_aggregation: normalize_then_sum`` (GDPO) TRL takes one reward function per
+objective (:meth:`MoslimReward.per_objective`): each objective's mapped reward on the rows that name it, None
+on the others, normalised within each group of generations before the objectives are summed, so one
+objective's spread inside a group cannot drown another's. The reward model scores each batch once.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class MoslimReward:
         self.preference_column = preference_column
         self.template = template or PromptTemplate()
         self.last_metrics: dict[str, float] = {}
+        self._last: tuple | None = None  # (batch key, (probs, targets, mask)) of the last batch scored
         self.__name__ = "moslim"  # TRL names the reward's log columns after __name__
 
     def preferences(self, column: Sequence[str | Preference | None]) -> list[Preference]:
@@ -103,24 +109,45 @@ class MoslimReward:
 
     def __call__(self, prompts: list, completions: list, log_metric: Callable[[str, float], None] | None = None,
                  **columns: Any) -> list[float]:
+        column = self._column(columns)
+        probs, targets, mask = self._scored(prompts, completions, column, log_metric)
+        rewards = map_rewards(probs, targets, mask, self.objectives.num_levels, method=self.method,
+                              **self.mapping_options)
+        return rewards.tolist()
+
+    def per_objective(self, names: Sequence[str] | None = None) -> list[ObjectiveReward]:
+        """One TRL reward function per objective in ``names`` (default: all), sharing this reward's scoring."""
+        names = list(self.objectives.names if names is None else names)
+        unknown = [name for name in names if name not in self.objectives.names]
+        if unknown:
+            raise ValueError(f"no objective {unknown} in the reward model's objectives {self.objectives.names}")
+        return [ObjectiveReward(self, self.objectives.names.index(name)) for name in names]
+
+    def _scored(self, prompts: list, completions: list, column: Sequence, log_metric=None):
+        """(probs, targets, mask) for a batch; the reward model runs once per batch however many objective
+        functions ask (TRL calls them one after another with the same lists)."""
+        if len(column) != len(completions) or len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions and "
+                             f"{len(column)} preferences; expected one of each per completion")
+        questions = [prompt_text(p) for p in prompts]  # system message (the preference) dropped
+        responses = [completion_text(c) for c in completions]  # the reward model's word for them
+        key = (tuple(questions), tuple(responses), tuple(str(v) for v in column))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        targets, mask = to_tensors(self.preferences(column), self.objectives)  # (b, k), (b, k)
+        with torch.no_grad():
+            probs = self.scorer.score(questions, responses).detach().float().cpu()  # (b, k, c)
+        self._log(probs, targets, mask, self.objectives.num_levels, log_metric)
+        self._last = (key, (probs, targets, mask))
+        return probs, targets, mask
+
+    def _column(self, columns: dict) -> Sequence:
         if self.preference_column not in columns:
             raise ValueError(
                 f"the MOSLIM reward needs the dataset column {self.preference_column!r} (the preference as "
                 f"'objective=level,...'); columns given: {sorted(k for k in columns if k != 'trainer_state')}"
             )
-        column = columns[self.preference_column]
-        if len(column) != len(completions) or len(prompts) != len(completions):
-            raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions and "
-                             f"{len(column)} preferences; expected one of each per completion")
-        targets, mask = to_tensors(self.preferences(column), self.objectives)  # (b, k), (b, k)
-        questions = [prompt_text(p) for p in prompts]  # system message (the preference) dropped
-        responses = [completion_text(c) for c in completions]  # the reward model's word for them
-        with torch.no_grad():
-            probs = self.scorer.score(questions, responses).detach().float().cpu()  # (b, k, c)
-        num_levels = self.objectives.num_levels
-        rewards = map_rewards(probs, targets, mask, num_levels, method=self.method, **self.mapping_options)
-        self._log(probs, targets, mask, num_levels, log_metric)
-        return rewards.tolist()
+        return columns[self.preference_column]
 
     def _log(self, probs, targets, mask, num_levels, log_metric) -> None:
         hit_rate, distance, count = objective_stats(probs, targets, mask, num_levels)
@@ -133,3 +160,25 @@ class MoslimReward:
         if log_metric is not None:
             for key, value in metrics.items():
                 log_metric(key, value)
+
+
+class ObjectiveReward:
+    """One objective of a :class:`MoslimReward` as its own TRL reward function: the mapped reward of that
+    objective alone on each row whose preference names it, None on the rows that do not (TRL leaves those out
+    of the objective's group statistics). Its ``__name__`` is ``moslim_<objective>``, TRL's log column."""
+
+    def __init__(self, parent: MoslimReward, index: int):
+        self.parent = parent
+        self.index = index
+        self.name = parent.objectives.names[index]
+        self.__name__ = f"moslim_{self.name}"
+
+    def __call__(self, prompts: list, completions: list, log_metric: Callable[[str, float], None] | None = None,
+                 **columns: Any) -> list[float | None]:
+        parent = self.parent
+        probs, targets, mask = parent._scored(prompts, completions, parent._column(columns), log_metric)
+        only = torch.zeros_like(mask)
+        only[:, self.index] = mask[:, self.index]
+        rewards = map_rewards(probs, targets, only, parent.objectives.num_levels, method=parent.method,
+                              **parent.mapping_options)
+        return [value if named else None for value, named in zip(rewards.tolist(), only[:, self.index].tolist())]

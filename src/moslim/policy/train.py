@@ -188,7 +188,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     lora = config.policy.lora
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                              target_modules=lora.target_modules, task_type="CAUSAL_LM") if lora.enabled else None
-    kwargs = dict(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+    kwargs = dict(model=model, reward_funcs=reward_functions(config, reward, args), args=args, train_dataset=dataset,
                   processing_class=tokenizer, peft_config=peft_config)
     if config.train.algorithm == "grpo":
         rollout = rollout_func_for(config.train.rollout, "grpo", args, model, tokenizer)
@@ -207,6 +207,16 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     if config.train.max_minutes is not None:
         trainer.add_callback(TimeLimit(config.train.max_minutes))
     return trainer, reward, objectives, template
+
+
+def reward_functions(config: RLConfig, reward: MoslimReward, args) -> list:
+    """TRL's reward functions: the MOSLIM reward as one, or with ``trl.multi_objective_aggregation:
+    normalize_then_sum`` (GDPO) one per objective that a preference can name (``data.objective_weights`` not 0),
+    so TRL normalises each objective within its group before summing them."""
+    if getattr(args, "multi_objective_aggregation", "sum_then_normalize") != "normalize_then_sum":
+        return [reward]
+    weights = config.data.objective_weights
+    return reward.per_objective([name for name in reward.objectives.names if weights.get(name, 1) != 0])
 
 
 def guard_checkpoint_saves(trainer) -> None:
