@@ -28,7 +28,7 @@ model's refusal factor errs (docs/study.md, "Refusal"):
   several, each answering its share of the prompts in turn) under the demo RL stage's preferences (verbosity
   and harmlessness, one or both named): answers at every length that the reward model's harmlessness head
   scored as harmless where the rule and the prompt's safety say they are not. Not shipped: written to ``--out``
-  for a study's own copy of the data (docs/study.md, "The reward model on the policy's own answers").
+  for a study's own copy of the data (docs/study.md, "The reward model on the policy's own evasions").
 
 The controllability study's validation prompts (32, and the 64 more held out for harmlessness) are left out, so the
 study measures the reward model on requests it never saw. Seeded: the same command writes the same file on the
