@@ -118,9 +118,14 @@ def main() -> None:
     if args.kind == "rl":  # the study arm's preferences: harmlessness alone, level 1 (harmless) or 0
         sampler = PreferenceSampler(objectives, num_named=1, seed=0,
                                     objective_weights={"helpfulness": 0, "verbosity": 0})
-    elif args.kind == "moslim":  # the demo RL stage's preferences (configs/demo/rl.yaml: data)
-        sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]},
-                                    objective_weights={"helpfulness": 0}, seed=0)
+    elif args.kind == "moslim":  # the demo RL stage's preferences, read from its config
+        from moslim.config import load_config
+        from moslim.policy.config import RLConfig
+
+        data = load_config(RLConfig, Path(__file__).parents[1] / "configs" / "demo" / "rl.yaml").data
+        sampler = PreferenceSampler(objectives, num_named=(data.num_named[0], data.num_named[-1]),
+                                    level_weights=data.level_weights, objective_weights=data.objective_weights,
+                                    seed=0)
     else:
         sampler = PreferenceSampler(objectives, num_named=(1, 2), level_weights={"harmlessness": [0, 1]}, seed=0)
     preferences = [sampler.sample() for _ in chosen]
