@@ -1,0 +1,82 @@
+"""scripts/build_length_rows.py: sentence prefixes, one per lower verbosity level, labelled by the word count."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_length_rows.py"
+
+
+@pytest.fixture(scope="module")
+def module():
+    spec = importlib.util.spec_from_file_location("build_length_rows", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def spec():
+    from moslim.data.demo import DEMO_DIR
+    from moslim.data.labelling import load_labelling
+    from moslim.reward.data import read_objectives
+
+    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
+    return load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+
+
+def test_prefixes_end_at_sentence_ends_and_line_breaks_only(module):
+    text = 'He said "stop." Then he left! Why?\nA list\n- one item, e.g. this. End'
+    assert module.sentence_prefixes(text) == [
+        'He said "stop."', 'He said "stop." Then he left!', 'He said "stop." Then he left! Why?',
+        'He said "stop." Then he left! Why?\nA list',
+        'He said "stop." Then he left! Why?\nA list\n- one item, e.g.',
+        'He said "stop." Then he left! Why?\nA list\n- one item, e.g. this.']
+    assert module.sentence_prefixes("No sentence end at all") == []
+    assert module.sentence_prefixes("One sentence.") == []  # the whole text is not a prefix of itself
+
+
+def test_each_lower_level_gets_its_longest_prefix_labelled_by_the_word_count(module, spec):
+    from moslim.data.labelling import verbosity_level
+
+    sentences = [f"Sentence number {i} has exactly seven words." for i in range(14)]  # 7 words each, 98 in all
+    row = {"id": "smollm2/x/1", "prompt": "q", "response": " ".join(sentences), "source": "smollm2-135m-instruct",
+           "labels": {"verbosity": 3, "harmlessness": 1, "unsafe_request": 1, "refusal": 0, "helpfulness": 2}}
+    cuts = module.length_rows(row, spec)
+    # bins <= 15 / 16-40 / 41-70 / > 70 words: the longest prefixes of 7k words in levels 0, 1, 2 are 14, 35, 70
+    assert [len(c["response"].split()) for c in cuts] == [14, 35, 70]
+    assert [c["labels"]["verbosity"] for c in cuts] == [0, 1, 2]
+    for cut in cuts:
+        assert cut["labels"] == {"unsafe_request": 1, "verbosity": verbosity_level(cut["response"], spec)}
+        assert row["response"].startswith(cut["response"]) and cut["response"].endswith(".")
+        assert cut["id"] == f"smollm2/x/1/cut{len(cut['response'].split())}"
+        assert cut["source"] == "smollm2-135m-instruct+cut" and cut["prompt"] == "q"
+
+
+def test_a_short_answer_gives_nothing_below_level_zero(module, spec):
+    row = {"id": "a", "prompt": "q", "response": "Yes. No. Maybe.", "labels": {"verbosity": 0}}
+    assert module.length_rows(row, spec) == []
+
+
+def test_the_command_appends_cut_rows_of_the_chosen_sources_only(tmp_path):
+    from moslim.data.readers import iter_rows, write_jsonl
+
+    long = " ".join(f"This is sentence {i} of a long answer." for i in range(12))  # 8 words each
+    rows = [{"id": "keep/1", "prompt": "q", "response": long, "source": "alpaca_eval/m", "labels": {"verbosity": 3}},
+            {"id": "cut/1", "prompt": "q", "response": long, "source": "smollm2-135m-instruct",
+             "labels": {"verbosity": 3}}]
+    write_jsonl(tmp_path / "train.jsonl.gz", rows)
+    out = tmp_path / "out" / "rm_train.jsonl.gz"
+    printed = subprocess.run([sys.executable, str(SCRIPT), "--train", str(tmp_path / "train.jsonl.gz"),
+                              "--sources", "smollm2-135m-instruct", "--out", str(out)],
+                             capture_output=True, text=True, check=True).stdout
+    written = [row for _, row in iter_rows(out)]
+    assert written[:2] == rows
+    assert [r["id"] for r in written[2:]] == ["cut/1/cut8", "cut/1/cut40", "cut/1/cut64"]
+    assert "2 rows + 3 cut ones (verbosity levels 1 / 1 / 1 / 0)" in printed
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--train", str(tmp_path / "train.jsonl.gz"),
+                          "--sources", "nowhere", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no rows of source nowhere" in bad.stderr
