@@ -76,6 +76,7 @@ def figures(guess: np.ndarray, label: np.ndarray, levels: int) -> dict:
     confusion = confusion_matrix(torch.as_tensor(guess), torch.as_tensor(label), levels)
     out = {"accuracy": float(np.mean(guess == label)), "macro_f1": macro_f1(confusion), "n": int(label.size)}
     if levels > 2:
+        out["within_one_level"] = float(np.mean(np.abs(guess - label) <= 1))
         out["by_true_level"] = {str(lv): (float(np.mean(guess[label == lv] == lv)) if (label == lv).any() else None)
                                 for lv in range(levels)}
     return out
@@ -145,8 +146,9 @@ def main() -> None:
                 f = model[name]
                 text = f"{name} {f['accuracy']:.3f} / F1 {f['macro_f1']:.3f}"
                 if "by_true_level" in f:
-                    text += " (by level " + " / ".join("-" if v is None else f"{v:.2f}"
-                                                       for v in f["by_true_level"].values()) + ")"
+                    text += (" (by level " + " / ".join("-" if v is None else f"{v:.2f}"
+                                                        for v in f["by_true_level"].values())
+                             + f"; within one level {f['within_one_level']:.3f})")
                 change = model.get("accuracy_change_vs_first", {}).get(name)
                 if change:
                     text += f" [{change['value']:+.3f} ({change['ci'][0]:+.3f}, {change['ci'][1]:+.3f})]"

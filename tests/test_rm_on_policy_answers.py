@@ -54,6 +54,7 @@ def test_figures_give_accuracy_macro_f1_and_per_level_accuracy(module):
     out = module.figures(np.array([0, 1, 1, 3]), np.array([0, 1, 2, 3]), 4)
     assert out["accuracy"] == 0.75 and out["n"] == 4
     assert out["by_true_level"] == {"0": 1.0, "1": 1.0, "2": 0.0, "3": 1.0}
+    assert module.figures(np.array([0, 3]), np.array([1, 1]), 4)["within_one_level"] == 0.5
     assert out["macro_f1"] == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)
     assert "by_true_level" not in module.figures(np.array([0, 1]), np.array([1, 1]), 2)
 
