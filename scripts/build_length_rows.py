@@ -11,7 +11,9 @@ the chosen sources (by default SmolLM2's own and its RL policies', the style RL 
 sentence, and for each verbosity level below the answer's own the longest such prefix in that level is kept --
 the prefixes nearest each level's upper bound, where the head errs. A prefix keeps its prompt's known safety
 (``unsafe_request``, a property of the request) and gets the exact verbosity level; every other label is left
-out, since cutting an answer can change whether it helps or refuses.
+out, since cutting an answer can change whether it helps or refuses. ``--shortest`` also keeps each level's shortest
+prefix, the answer's own level included: rows just above each level's lower bound, and level-3 rows of 71-100
+words from SmolLM2's long answers, where the head calls the RL policy's long answers level 2.
 
 Writes the input's rows unchanged, then the new ones (id ``<row id>/cut<words>``, source ``<source>+cut``), to
 ``--out``; a study's own copy of the data, not shipped.
@@ -43,18 +45,25 @@ def sentence_prefixes(text: str) -> list[str]:
     return out
 
 
-def length_rows(row: dict, spec: LabellingSpec) -> list[dict]:
-    """For each verbosity level below the row's own, its longest sentence prefix in that level (see above)."""
+def length_rows(row: dict, spec: LabellingSpec, shortest: bool = False) -> list[dict]:
+    """For each verbosity level below the row's own, its longest sentence prefix in that level (see above); with
+    ``shortest``, also the shortest prefix in each level, the row's own level included (each level's lower bound)."""
     level = verbosity_level(row["response"], spec)
-    best: dict[int, str] = {}
-    for prefix in sentence_prefixes(row["response"]):
+    kept: dict[int, list[str]] = {}
+    for prefix in sentence_prefixes(row["response"]):  # shortest first
         cut = verbosity_level(prefix, spec)
-        if cut < level:
-            best[cut] = prefix  # prefixes come shortest first: the last one per level is the longest
+        if cut < level or (shortest and cut == level):
+            ends = kept.setdefault(cut, [])
+            if shortest and len(ends) < 2:
+                ends.append(prefix)
+            else:
+                ends[-1:] = [prefix]  # the longest so far replaces the last
+    if shortest:
+        kept[level] = kept.get(level, [])[:1]  # the row's own level: its shortest prefix only, the row is its longest
     labels = {k: v for k, v in row.get("labels", {}).items() if k == "unsafe_request"}
     return [{"id": f"{row['id']}/cut{len(prefix.split())}", "prompt": row["prompt"], "response": prefix,
              "labels": {**labels, "verbosity": cut}, "source": f"{row.get('source', '')}+cut"}
-            for cut, prefix in sorted(best.items())]
+            for cut in sorted(kept) for prefix in kept[cut]]
 
 
 def main() -> None:
@@ -63,6 +72,9 @@ def main() -> None:
                         help="the reward model's training rows (default: the shipped demo's)")
     parser.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES),
                         help="the rows' `source` values to cut (default: SmolLM2's own answers and its policies')")
+    parser.add_argument("--shortest", action="store_true",
+                        help="also keep each level's shortest prefix, the answer's own level included: rows just "
+                             "above each level's lower bound (a long answer then gives level-3 rows of 71+ words)")
     parser.add_argument("--out", type=Path, required=True, help="the training rows with the new ones appended")
     args = parser.parse_args()
 
@@ -77,7 +89,7 @@ def main() -> None:
     unknown = sources - {row.get("source") for row in rows}
     if unknown:
         parser.error(f"no rows of source {', '.join(sorted(unknown))} in {args.train}")
-    new = [cut for row in rows if row.get("source") in sources for cut in length_rows(row, spec)]
+    new = [cut for row in rows if row.get("source") in sources for cut in length_rows(row, spec, args.shortest)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out, rows + new)
     by_level = [sum(r["labels"]["verbosity"] == lv for r in new) for lv in range(objectives["verbosity"].num_levels)]

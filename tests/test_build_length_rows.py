@@ -80,3 +80,15 @@ def test_the_command_appends_cut_rows_of_the_chosen_sources_only(tmp_path):
     bad = subprocess.run([sys.executable, str(SCRIPT), "--train", str(tmp_path / "train.jsonl.gz"),
                           "--sources", "nowhere", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "no rows of source nowhere" in bad.stderr
+
+
+def test_shortest_also_keeps_each_levels_lower_end_own_level_included(module, spec):
+    sentences = [f"Sentence number {i} has exactly seven words." for i in range(14)]  # prefixes of 7, 14, ..., 91
+    row = {"id": "r", "prompt": "q", "response": " ".join(sentences), "labels": {"verbosity": 3}}
+    cuts = module.length_rows(row, spec, shortest=True)
+    # level 0: 7 and 14 words; level 1: 21 (shortest) and 35 (longest); level 2: 42 and 70; level 3 (the row's
+    # own): its shortest prefix, 77 words, only
+    assert [len(c["response"].split()) for c in cuts] == [7, 14, 21, 35, 42, 70, 77]
+    assert [c["labels"]["verbosity"] for c in cuts] == [0, 0, 1, 1, 2, 2, 3]
+    assert len({c["id"] for c in cuts}) == len(cuts)
+    assert [len(c["response"].split()) for c in module.length_rows(row, spec)] == [14, 35, 70]
