@@ -87,6 +87,31 @@ def tiny_encoder_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """Load a script or benchmark (a file, not a package module) by its path, for its functions."""
+    import importlib.util
+
+    def load(path: Path):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def demo_labelling():
+    """The demo's labelling spec (its verbosity bins: <= 15 / 16-40 / 41-70 / > 70 words)."""
+    from moslim.data.demo import DEMO_DIR
+    from moslim.data.labelling import load_labelling
+    from moslim.reward.data import read_objectives
+
+    demo_objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
+    return load_labelling(DEMO_DIR / "objectives.yaml", demo_objectives)
+
+
+@pytest.fixture(scope="session")
 def objectives():
     from moslim.objectives import ObjectiveSet
 

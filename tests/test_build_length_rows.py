@@ -1,6 +1,5 @@
 """scripts/build_length_rows.py: sentence prefixes, one per lower verbosity level, labelled by the word count."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_length_rows.py
 
 
 @pytest.fixture(scope="module")
-def module():
-    spec = importlib.util.spec_from_file_location("build_length_rows", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def spec():
-    from moslim.data.demo import DEMO_DIR
-    from moslim.data.labelling import load_labelling
-    from moslim.reward.data import read_objectives
-
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    return load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+def module(load_script):
+    return load_script(SCRIPT)
 
 
 def test_prefixes_end_at_sentence_ends_and_line_breaks_only(module):
@@ -39,26 +25,26 @@ def test_prefixes_end_at_sentence_ends_and_line_breaks_only(module):
     assert module.sentence_prefixes("One sentence.") == []  # the whole text is not a prefix of itself
 
 
-def test_each_lower_level_gets_its_longest_prefix_labelled_by_the_word_count(module, spec):
+def test_each_lower_level_gets_its_longest_prefix_labelled_by_the_word_count(module, demo_labelling):
     from moslim.data.labelling import verbosity_level
 
     sentences = [f"Sentence number {i} has exactly seven words." for i in range(14)]  # 7 words each, 98 in all
     row = {"id": "smollm2/x/1", "prompt": "q", "response": " ".join(sentences), "source": "smollm2-135m-instruct",
            "labels": {"verbosity": 3, "harmlessness": 1, "unsafe_request": 1, "refusal": 0, "helpfulness": 2}}
-    cuts = module.length_rows(row, spec)
+    cuts = module.length_rows(row, demo_labelling)
     # bins <= 15 / 16-40 / 41-70 / > 70 words: the longest prefixes of 7k words in levels 0, 1, 2 are 14, 35, 70
     assert [len(c["response"].split()) for c in cuts] == [14, 35, 70]
     assert [c["labels"]["verbosity"] for c in cuts] == [0, 1, 2]
     for cut in cuts:
-        assert cut["labels"] == {"unsafe_request": 1, "verbosity": verbosity_level(cut["response"], spec)}
+        assert cut["labels"] == {"unsafe_request": 1, "verbosity": verbosity_level(cut["response"], demo_labelling)}
         assert row["response"].startswith(cut["response"]) and cut["response"].endswith(".")
         assert cut["id"] == f"smollm2/x/1/cut{len(cut['response'].split())}"
         assert cut["source"] == "smollm2-135m-instruct+cut" and cut["prompt"] == "q"
 
 
-def test_a_short_answer_gives_nothing_below_level_zero(module, spec):
+def test_a_short_answer_gives_nothing_below_level_zero(module, demo_labelling):
     row = {"id": "a", "prompt": "q", "response": "Yes. No. Maybe.", "labels": {"verbosity": 0}}
-    assert module.length_rows(row, spec) == []
+    assert module.length_rows(row, demo_labelling) == []
 
 
 def test_the_command_appends_cut_rows_of_the_chosen_sources_only(tmp_path):
@@ -82,13 +68,13 @@ def test_the_command_appends_cut_rows_of_the_chosen_sources_only(tmp_path):
     assert bad.returncode == 2 and "no rows of source nowhere" in bad.stderr
 
 
-def test_shortest_also_keeps_each_levels_lower_end_own_level_included(module, spec):
+def test_shortest_also_keeps_each_levels_lower_end_own_level_included(module, demo_labelling):
     sentences = [f"Sentence number {i} has exactly seven words." for i in range(14)]  # prefixes of 7, 14, ..., 91
     row = {"id": "r", "prompt": "q", "response": " ".join(sentences), "labels": {"verbosity": 3}}
-    cuts = module.length_rows(row, spec, shortest=True)
+    cuts = module.length_rows(row, demo_labelling, shortest=True)
     # level 0: 7 and 14 words; level 1: 21 (shortest) and 35 (longest); level 2: 42 and 70; level 3 (the row's
     # own): its shortest prefix, 77 words, only
     assert [len(c["response"].split()) for c in cuts] == [7, 14, 21, 35, 42, 70, 77]
     assert [c["labels"]["verbosity"] for c in cuts] == [0, 0, 1, 1, 2, 2, 3]
     assert len({c["id"] for c in cuts}) == len(cuts)
-    assert [len(c["response"].split()) for c in module.length_rows(row, spec)] == [14, 35, 70]
+    assert [len(c["response"].split()) for c in module.length_rows(row, demo_labelling)] == [14, 35, 70]

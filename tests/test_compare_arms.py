@@ -1,6 +1,5 @@
 """benchmarks/compare_arms.py: per-seed and pooled differences between two study arms."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,11 +12,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def module():
-    spec = importlib.util.spec_from_file_location("compare_arms", BENCHMARKS / "compare_arms.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def module(load_script):
+    return load_script(BENCHMARKS / "compare_arms.py")
 
 
 def arm(path: Path, achieved: list[int], refused_unsafe: list[int] | None = None) -> Path:

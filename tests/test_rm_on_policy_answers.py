@@ -1,6 +1,5 @@
 """benchmarks/rm_on_policy_answers.py: exact labels of stored policy answers and reward models compared on them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,21 +10,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rm_on_policy_answ
 
 
 @pytest.fixture(scope="module")
-def module():
-    spec = importlib.util.spec_from_file_location("rm_on_policy_answers", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def spec():
-    from moslim.data.demo import DEMO_DIR
-    from moslim.data.labelling import load_labelling
-    from moslim.reward.data import read_objectives
-
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    return load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+def module(load_script):
+    return load_script(SCRIPT)
 
 
 def demo_prompt_ids(n: int) -> list[str]:
@@ -41,10 +27,10 @@ def write_arm(path: Path, prompts: list[str], answers: list[str], refused: list[
     return path
 
 
-def test_exact_labels_word_count_refusal_and_harm(module, spec):
+def test_exact_labels_word_count_refusal_and_harm(module, demo_labelling):
     answers = {"answer": ["Short.", " ".join(["word"] * 30), " ".join(["word"] * 50), " ".join(["word"] * 90)],
                "refused": [1, 0, 0, 1], "safety": ["unsafe", "unsafe", "safe", "safe"]}
-    labels = module.truth(answers, spec)
+    labels = module.truth(answers, demo_labelling)
     assert labels["verbosity"].tolist() == [0, 1, 2, 3]
     assert labels["refusal"].tolist() == [1, 0, 0, 1]
     assert labels["harmlessness"].tolist() == [1, 0, 1, 1]  # only answering an unsafe request is harmful
@@ -59,12 +45,12 @@ def test_figures_give_accuracy_macro_f1_and_per_level_accuracy(module):
     assert "by_true_level" not in module.figures(np.array([0, 1]), np.array([1, 1]), 2)
 
 
-def test_a_better_model_shows_a_positive_paired_change(module, spec, tmp_path, monkeypatch):
+def test_a_better_model_shows_a_positive_paired_change(module, demo_labelling, tmp_path, monkeypatch):
     ids = demo_prompt_ids(20)
     words = [5, 30, 50, 90] * 5
     answers = module.read_answers([write_arm(tmp_path / "a.json", ids, [" ".join(["w"] * n) for n in words],
                                              [0] * 20, ["safe"] * 20)])
-    exact = module.truth(answers, spec)["verbosity"]
+    exact = module.truth(answers, demo_labelling)["verbosity"]
     off_by_one = np.where(np.arange(20) % 2 == 0, exact, np.minimum(exact + 1, 3))
 
     def fake_predictions(path, questions, texts):  # the two "models": exact, and wrong on every second answer
@@ -73,7 +59,7 @@ def test_a_better_model_shows_a_positive_paired_change(module, spec, tmp_path, m
         return {"verbosity": verbosity, "harmlessness": np.ones(20, dtype=int)}
 
     monkeypatch.setattr(module, "predictions", fake_predictions)
-    out = module.compare(["bad", "good"], answers, spec, 4, num_resamples=200)
+    out = module.compare(["bad", "good"], answers, demo_labelling, 4, num_resamples=200)
     bad, good = out["models"]["bad"], out["models"]["good"]
     assert good["verbosity"]["accuracy"] == 1.0
     assert bad["verbosity"]["accuracy"] == pytest.approx(np.mean(off_by_one == exact))
@@ -84,11 +70,11 @@ def test_a_better_model_shows_a_positive_paired_change(module, spec, tmp_path, m
     assert "accuracy_change_vs_first" not in bad
 
 
-def test_arms_without_stored_answers_or_prompts_outside_the_demo_are_refused(module, spec, tmp_path):
+def test_arms_without_stored_answers_or_prompts_outside_the_demo_are_refused(module, demo_labelling, tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"after": {"rows": {}}}))
     with pytest.raises(ValueError, match="no stored harmlessness answers"):
         module.read_answers([empty])
     answers = module.read_answers([write_arm(tmp_path / "x.json", ["nowhere/1"], ["a"], [0], ["safe"])])
     with pytest.raises(ValueError, match="not in the demo's training prompts"):
-        module.compare(["rm"], answers, spec, 4)
+        module.compare(["rm"], answers, demo_labelling, 4)
