@@ -49,17 +49,12 @@ def length_rows(row: dict, spec: LabellingSpec, shortest: bool = False) -> list[
     """For each verbosity level below the row's own, its longest sentence prefix in that level (see above); with
     ``shortest``, also the shortest prefix in each level, the row's own level included (each level's lower bound)."""
     level = verbosity_level(row["response"], spec)
-    kept: dict[int, list[str]] = {}
+    by_level: dict[int, list[str]] = {}
     for prefix in sentence_prefixes(row["response"]):  # shortest first
-        cut = verbosity_level(prefix, spec)
-        if cut < level or (shortest and cut == level):
-            ends = kept.setdefault(cut, [])
-            if shortest and len(ends) < 2:
-                ends.append(prefix)
-            else:
-                ends[-1:] = [prefix]  # the longest so far replaces the last
-    if shortest:
-        kept[level] = kept.get(level, [])[:1]  # the row's own level: its shortest prefix only, the row is its longest
+        by_level.setdefault(verbosity_level(prefix, spec), []).append(prefix)
+    kept = {cut: ([p[0], p[-1]] if shortest and len(p) > 1 else [p[-1]]) for cut, p in by_level.items() if cut < level}
+    if shortest and level in by_level:
+        kept[level] = by_level[level][:1]  # the row's own level: its shortest prefix only, the row is its longest
     labels = {k: v for k, v in row.get("labels", {}).items() if k == "unsafe_request"}
     return [{"id": f"{row['id']}/cut{len(prefix.split())}", "prompt": row["prompt"], "response": prefix,
              "labels": {**labels, "verbosity": cut}, "source": f"{row.get('source', '')}+cut"}
