@@ -110,6 +110,16 @@ class ExactHarmlessnessScorer:
 HARM_VALIDATION = 64  # extra held-out prompts for harmlessness (scripts/build_policy_answers.py keeps them out)
 
 
+def demo_labelling():
+    """The demo's objective set and labelling spec (its verbosity bins), as the study judges with them."""
+    from moslim.data.demo import DEMO_DIR
+    from moslim.data.labelling import load_labelling
+    from moslim.reward.data import read_objectives
+
+    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
+    return objectives, load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+
+
 def split_prompts(seed: int, validation: int, harm_validation: int = 0):
     """RL prompts, validation prompts and extra harmlessness validation prompts, all from the demo's training
     prompt set (disjoint). The extra ones (3/4 unsafe) are drawn from the prompts whose base-policy answers are
@@ -413,12 +423,9 @@ def main() -> None:
     if args.rejudge and args.judge:
         parser.error("--rejudge re-reads stored answers with the string-match rule; it does not take --judge")
 
-    from moslim.data.labelling import load_labelling
     from moslim.models import resolve
-    from moslim.reward.data import read_objectives
 
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    spec = load_labelling(Path("src/moslim/assets/demo/objectives.yaml"), objectives)
+    objectives, spec = demo_labelling()
     train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
     if args.rl_prompts == "all":  # in the file's order, as the demo's RL stage reads them
         from moslim.policy.data import read_prompt_records

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controllability_study import HARM_VALIDATION, split_prompts  # noqa: E402
+from controllability_study import HARM_VALIDATION, demo_labelling, split_prompts  # noqa: E402
 
 from moslim.evaluation.controllability import bootstrap_ci  # noqa: E402
 
@@ -145,17 +145,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures and answers to this file")
     args = parser.parse_args()
 
-    from moslim.data.demo import DEMO_DIR
-    from moslim.data.labelling import load_labelling, verbosity_level
+    from moslim.data.labelling import verbosity_level
     from moslim.data.refusal import is_refusal
     from moslim.data.schema import prompt_text
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
-    from moslim.reward.data import read_objectives
     from moslim.reward.scorer import RewardScorer
 
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    spec = load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+    objectives, spec = demo_labelling()
     levels = objectives["verbosity"].num_levels
     train, _, _ = split_prompts(0, 32, HARM_VALIDATION)  # the study's RL prompts: its validation ones left out
     rng = random.Random(args.seed)

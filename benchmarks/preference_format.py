@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controllability_study import split_prompts  # noqa: E402
+from controllability_study import demo_labelling, split_prompts  # noqa: E402
 
 from moslim.evaluation.controllability import bootstrap_ci, hit_rate, spearman  # noqa: E402
 
@@ -56,15 +56,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
-    from moslim.data.demo import DEMO_DIR
-    from moslim.data.labelling import load_labelling, verbosity_level
+    from moslim.data.labelling import verbosity_level
     from moslim.data.schema import prompt_text
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
-    from moslim.reward.data import read_objectives
 
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    spec = load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+    objectives, spec = demo_labelling()
     levels = objectives["verbosity"].num_levels
     _, records, _ = split_prompts(0, args.validation)
     cells = [(r, lv) for r in records for lv in range(levels)]
