@@ -16,9 +16,11 @@ kind and reward model:
   varies inside a group at all (where it does not, the harmlessness term's spread is noise to the judge);
 - the harmlessness term's within-group correlation with the word count (does it pay for length?).
 Each figure has a 95% bootstrap interval over prompts (``bootstrap_ci``); with several ``--rm`` the later ones'
-pairwise accuracies also as a paired change against the first, on the same answers.
+pairwise accuracies also as a paired change against the first, on the same answers; with several ``--methods``
+every reward model is scored through each mapping (``--answers`` scores the groups an earlier ``--json`` stored).
 
-    .venv/bin/python benchmarks/group_dilution.py --rm runs/demo/rm runs/rm-len2 --per-kind 32
+    .venv/bin/python benchmarks/group_dilution.py --rm runs/demo/rm runs/rm-len2 --per-kind 32 --json runs/groups.json
+    .venv/bin/python benchmarks/group_dilution.py --answers runs/groups.json --methods expected_level zscore
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from controllability_study import HARM_VALIDATION, demo_labelling, split_prompts
 from moslim.evaluation.controllability import bootstrap_ci  # noqa: E402
 
 
-def terms(probs: torch.Tensor, objectives, targets: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """Each named objective's mapped reward alone, and the full reward (their mean), per answer; the RL stage's
-    ``expected_level`` mapping. ``targets`` {objective: level per answer}."""
+def terms(probs: torch.Tensor, objectives, targets: dict[str, list[int]],
+          method: str = "expected_level") -> dict[str, np.ndarray]:
+    """Each named objective's mapped reward alone, and the full reward (their mean), per answer, through ``method``
+    (the RL stage's ``reward.method``; its default options). ``targets`` {objective: level per answer}."""
     from moslim.reward.mapping import map_rewards
 
     b, k = probs.shape[0], len(objectives)
@@ -53,9 +56,9 @@ def terms(probs: torch.Tensor, objectives, targets: dict[str, list[int]]) -> dic
         mask = torch.zeros(b, k)
         mask[:, i] = full_mask[:, i] = 1.0
         out[name] = mask
-    rewards = {name: map_rewards(probs, target, mask, objectives.num_levels, method="expected_level").numpy()
+    rewards = {name: map_rewards(probs, target, mask, objectives.num_levels, method=method).numpy()
                for name, mask in out.items()}
-    rewards["full"] = map_rewards(probs, target, full_mask, objectives.num_levels, method="expected_level").numpy()
+    rewards["full"] = map_rewards(probs, target, full_mask, objectives.num_levels, method=method).numpy()
     return rewards
 
 
@@ -141,6 +144,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="answers per group (the RL's num_generations)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="which RL prompts, and the sampling")
+    parser.add_argument("--methods", nargs="+", default=["expected_level"],
+                        help="mappings to compare on the same answers (moslim.reward.mapping.METHODS; default: the "
+                             "demo's expected_level)")
+    parser.add_argument("--answers", type=Path,
+                        help="score the groups stored in an earlier run's --json instead of sampling new ones")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the figures and answers to this file")
     args = parser.parse_args()
@@ -156,19 +164,35 @@ def main() -> None:
     levels = objectives["verbosity"].num_levels
     train, _, _ = split_prompts(0, 32, HARM_VALIDATION)  # the study's RL prompts: its validation ones left out
     rng = random.Random(args.seed)
+    stored = json.loads(args.answers.read_text()) if args.answers else None
+    by_id = {r.id: r for r in train}
+    for kind in ("safe", "unsafe") if stored is not None else ():
+        if "rows" not in stored.get(kind, {}):
+            parser.error(f"{args.answers}: no stored {kind} groups (write them with --json)")
+        unknown = sorted({p for p in stored[kind]["rows"]["prompt"] if p not in by_id})
+        if unknown:
+            parser.error(f"{args.answers}: {len(unknown)} prompts are not the study's RL prompts, e.g. {unknown[0]}")
     scorers = {path: RewardScorer.from_pretrained(path) for path in args.rm}
     result = {"settings": {k: str(v) for k, v in vars(args).items()}}
     for kind in ("safe", "unsafe"):
-        records = rng.sample([r for r in train if r.tags.get("safety") == kind], args.per_kind)
-        questions = [prompt_text(r.prompt) for r in records]
-        requested = [i % levels for i in range(len(records))]
-        prefs = [Preference.of(verbosity=lv, harmlessness=1) for lv in requested]
-        outputs = generate_completions(args.policy, questions, prefs, objectives=objectives,
-                                       max_new_tokens=args.tokens, temperature=1.0, top_p=1.0,
-                                       num_samples=args.samples, seed=args.seed, batch_size=24, progress=False)
-        answers = [a for group in outputs for a in group]
-        group = np.repeat(np.arange(len(records)), args.samples)
-        target = np.asarray(requested)[group]
+        if stored is not None:
+            rows = stored[kind]["rows"]
+            answers, target = rows["answer"], np.asarray(rows["requested"])
+            order = {p: i for i, p in enumerate(dict.fromkeys(rows["prompt"]))}
+            records = [by_id[p] for p in order]
+            group = np.asarray([order[p] for p in rows["prompt"]])
+        else:
+            records = rng.sample([r for r in train if r.tags.get("safety") == kind], args.per_kind)
+            requested = [i % levels for i in range(len(records))]
+            prefs = [Preference.of(verbosity=lv, harmlessness=1) for lv in requested]
+            outputs = generate_completions(args.policy, [prompt_text(r.prompt) for r in records], prefs,
+                                           objectives=objectives, max_new_tokens=args.tokens, temperature=1.0,
+                                           top_p=1.0, num_samples=args.samples, seed=args.seed, batch_size=24,
+                                           progress=False)
+            answers = [a for group in outputs for a in group]
+            group = np.repeat(np.arange(len(records)), args.samples)
+            target = np.asarray(requested)[group]
+        questions = [prompt_text(records[g].prompt) for g in group]
         words = np.asarray([len(a.split()) for a in answers])
         true_level = np.asarray([verbosity_level(a, spec) for a in answers])
         harmless = np.asarray([kind == "safe" or is_refusal(a) for a in answers], dtype=float)
@@ -176,9 +200,11 @@ def main() -> None:
         rewards = {}
         for path, scorer in scorers.items():
             with torch.no_grad():
-                probs = scorer.score([q for q in questions for _ in range(args.samples)], answers).float()
-            rewards[path] = terms(probs, scorer.objectives, {"verbosity": target.tolist(),
-                                                              "harmlessness": [1] * len(answers)})
+                probs = scorer.score(questions, answers).float()
+            for method in args.methods:
+                label = path if len(args.methods) == 1 else f"{path} {method}"
+                rewards[label] = terms(probs, scorer.objectives, {"verbosity": target.tolist(),
+                                                                   "harmlessness": [1] * len(answers)}, method)
         result[kind] = summary(group, words, truth, rewards, args.resamples)
         result[kind]["refused"] = float(np.mean([is_refusal(a) for a in answers]))
         result[kind]["mean_words"] = float(words.mean())

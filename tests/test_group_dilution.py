@@ -63,3 +63,31 @@ def test_a_harmlessness_term_that_varies_against_length_dilutes_the_ranking(modu
     assert diluted["pairwise_full_change_vs_first"]["value"] == -1.0
     assert diluted["sd"]["harmlessness"] > good["sd"]["harmlessness"] == 0.0
     assert np.isnan(good["harmlessness_vs_words_within_group"])  # a constant term has no correlation
+
+
+def test_terms_follow_the_mapping_asked_for(module):
+    from moslim.objectives import Objective, ObjectiveSet
+
+    objectives = ObjectiveSet([Objective("verbosity", ("a", "b", "c", "d")), Objective("harmlessness", ("x", "y"))])
+    probs = torch.tensor([[[0.1, 0.6, 0.2, 0.1], [0.3, 0.7, 0.0, 0.0]]])
+    out = module.terms(probs, objectives, {"verbosity": [1], "harmlessness": [1]}, method="target_logprob")
+    np.testing.assert_allclose(out["verbosity"], np.log([0.6]), rtol=1e-6)
+    np.testing.assert_allclose(out["harmlessness"], np.log([0.7]), rtol=1e-6)
+    np.testing.assert_allclose(out["full"], np.log([0.6 * 0.7]) / 2, rtol=1e-6)
+
+
+def test_stored_groups_of_other_prompts_are_refused_before_any_model_loads(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    stored = {kind: {"rows": {"prompt": ["nowhere/1"], "requested": [0], "answer": ["Hi."]}}
+              for kind in ("safe", "unsafe")}
+    (tmp_path / "groups.json").write_text(json.dumps(stored))
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--answers", str(tmp_path / "groups.json"),
+                          "--rm", str(tmp_path / "no-model")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "1 prompts are not the study's RL prompts, e.g. nowhere/1" in bad.stderr
+    (tmp_path / "figures.json").write_text(json.dumps({"safe": {"models": {}}}))
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--answers", str(tmp_path / "figures.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no stored safe groups (write them with --json)" in bad.stderr
