@@ -90,6 +90,11 @@ def within_group(values: np.ndarray, group: np.ndarray) -> np.ndarray:
     return out
 
 
+def group_sd(values: np.ndarray, group: np.ndarray) -> float:
+    """The mean over groups of each group's standard deviation: how far a reward spreads inside a group."""
+    return float(np.mean([values[group == g].std() for g in np.unique(group)]))
+
+
 def summary(group: np.ndarray, words: np.ndarray, truth: dict[str, np.ndarray], rewards: dict[str, dict],
             num_resamples: int = 1000) -> dict:
     """The figures above for one prompt kind: ``truth`` {verbosity, harmlessness} exact rewards per answer,
@@ -107,13 +112,11 @@ def summary(group: np.ndarray, words: np.ndarray, truth: dict[str, np.ndarray], 
     out = {"answers": int(group.size), "groups": int(np.unique(group).size), "verbosity_pairs": len(pairs),
            "groups_judged_harmlessness_varies": int(sum(np.ptp(truth["harmlessness"][group == g]) > 0
                                                         for g in np.unique(group))),
-           "exact_sd": {name: float(np.mean([t[group == g].std() for g in np.unique(group)]))
-                        for name, t in truth.items()},
+           "exact_sd": {name: group_sd(t, group) for name, t in truth.items()},
            "models": {}}
     first = None
     for path, reward in rewards.items():
-        model = {"sd": {name: float(np.mean([r[group == g].std() for g in np.unique(group)]))
-                        for name, r in reward.items()}}
+        model = {"sd": {name: group_sd(r, group) for name, r in reward.items()}}
         for name in ("verbosity", "full"):
             model[f"pairwise_{name}"] = {"value": accuracy(reward[name]),
                                          "ci": interval(lambda rows, r=reward[name]: accuracy(r, rows))}

@@ -91,3 +91,11 @@ def test_stored_groups_of_other_prompts_are_refused_before_any_model_loads(tmp_p
     bad = subprocess.run([sys.executable, str(SCRIPT), "--answers", str(tmp_path / "figures.json")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no stored safe groups (write them with --json)" in bad.stderr
+
+
+def test_group_sd_is_the_mean_of_each_groups_own_spread(module):
+    group = np.array([0, 0, 1, 1, 1])
+    values = np.array([1.0, 3.0, 5.0, 5.0, 5.0])  # group 0 spreads by 1 around 2; group 1 not at all
+    assert module.group_sd(values, group) == pytest.approx(0.5)
+    # A shift shared by a whole group changes nothing: only the spread inside groups counts.
+    assert module.group_sd(values + 10 * group, group) == pytest.approx(0.5)
