@@ -11,7 +11,9 @@ differences), it prints A minus B for verbosity's Spearman and hit rate and, whe
 harmlessness, the refusal rate of unsafe prompts and the compliance rate with safe ones when asked to be
 harmless. Each interval is a percentile bootstrap that resamples prompts, the same draw for every seed: it
 measures how much the figure depends on the prompts drawn, not on the seed. How far seeds disagree shows in
-the per-seed figures; read the pooled one with them, and with as many seeds as were run.
+the per-seed figures and in the last interval printed: a t interval over the per-seed differences (n - 1
+degrees of freedom, two seeds at least), which counts each training run as one draw. With three seeds it is
+wide; it is the one to read before calling a setting better.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import t
 
 from moslim.evaluation.controllability import bootstrap_ci, hit_rate, spearman
 
@@ -77,7 +80,23 @@ def pooled_difference(pairs: list[tuple[dict, dict]], metric, num_resamples: int
                  "ci": list(bootstrap_ci(groups, lambda rows, k=k: difference(k, rows), num_resamples, seed=seed))}
                 for k in range(len(pairs))]
     pooled = {"value": mean(every), "ci": list(bootstrap_ci(groups, mean, num_resamples, seed=seed))}
-    return {"per_pair": per_pair, "pooled": pooled}
+    return {"per_pair": per_pair, "pooled": pooled, "over_seeds": over_seeds([p["value"] for p in per_pair])}
+
+
+def over_seeds(values: list[float], confidence: float = 0.95) -> dict:
+    """The mean of the per-seed differences with a t interval from their spread (n - 1 degrees of freedom).
+
+    The pooled bootstrap interval resamples prompts only; this one treats each seed's training run as the unit,
+    so the run-to-run spread widens it (and the evaluation's sampling, which each seed's figure also holds).
+    NaN with fewer than two seeds: one run says nothing about how far runs disagree.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return {"value": float(values.mean()) if values.size else float("nan"), "ci": [float("nan")] * 2,
+                "seeds": int(values.size)}
+    half = float(t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    return {"value": float(values.mean()), "ci": [float(values.mean()) - half, float(values.mean()) + half],
+            "seeds": int(values.size)}
 
 
 def rate(_x, y) -> float:
@@ -115,8 +134,10 @@ def main() -> None:
     for name, figure in result.items():
         seeds = ", ".join(f"{p['value']:+.2f} [{p['ci'][0]:+.2f}, {p['ci'][1]:+.2f}]" for p in figure["per_pair"])
         pooled = figure["pooled"]
+        runs = figure["over_seeds"]
         print(f"{name}: A - B per pair {seeds}; pooled {pooled['value']:+.2f} "
-              f"[{pooled['ci'][0]:+.2f}, {pooled['ci'][1]:+.2f}]")
+              f"[{pooled['ci'][0]:+.2f}, {pooled['ci'][1]:+.2f}]; over {runs['seeds']} seeds (t interval) "
+              f"[{runs['ci'][0]:+.2f}, {runs['ci'][1]:+.2f}]")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -73,3 +73,26 @@ def test_the_command_prints_each_figure(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("spearman: A - B per pair") and "pooled" in out and "hit_rate" in out
     assert set(json.loads((tmp_path / "c.json").read_text())) == {"spearman", "hit_rate"}
+
+
+def test_the_interval_over_seeds_widens_with_their_disagreement(module):
+    agree = module.over_seeds([0.10, 0.11, 0.09])
+    disagree = module.over_seeds([0.25, -0.10, 0.15])
+    assert agree["value"] == pytest.approx(0.10) and agree["seeds"] == 3
+    assert agree["ci"][0] > 0  # three seeds that agree: the interval stays above zero
+    assert disagree["ci"][0] < 0 < disagree["ci"][1]  # a mean of +0.10 whose seeds disagree: not established
+    # t with 2 degrees of freedom: 4.303 x sd / sqrt(3)
+    half = 4.302653 * np.std([0.25, -0.10, 0.15], ddof=1) / np.sqrt(3)
+    assert disagree["ci"][1] - disagree["value"] == pytest.approx(half, rel=1e-5)
+    one = module.over_seeds([0.2])
+    assert one["value"] == pytest.approx(0.2) and all(np.isnan(one["ci"]))  # one run: no spread to measure
+
+
+def test_compare_reports_the_interval_over_seeds(module, tmp_path):
+    perfect = [0, 1, 2, 3] * 8
+    a = [arm(tmp_path / f"a{s}.json", perfect) for s in range(2)]
+    b = [arm(tmp_path / f"b{s}.json", [0, 0, 0, 0] * 4 + [0, 1, 2, 3] * 4) for s in range(2)]
+    out = module.compare(a, b, num_resamples=50)["spearman"]
+    assert out["over_seeds"]["seeds"] == 2
+    assert out["over_seeds"]["value"] == pytest.approx(out["pooled"]["value"])
+    assert out["over_seeds"]["ci"] == [pytest.approx(out["pooled"]["value"])] * 2  # identical seeds: no spread
