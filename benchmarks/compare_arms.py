@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import t
+from scipy.stats import sem, t
 
 from moslim.evaluation.controllability import bootstrap_ci, hit_rate, spearman
 
@@ -94,9 +94,10 @@ def over_seeds(values: list[float], confidence: float = 0.95) -> dict:
     if values.size < 2:
         return {"value": float(values.mean()) if values.size else float("nan"), "ci": [float("nan")] * 2,
                 "seeds": int(values.size)}
-    half = float(t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
-    return {"value": float(values.mean()), "ci": [float(values.mean()) - half, float(values.mean()) + half],
-            "seeds": int(values.size)}
+    if np.ptp(values) == 0:  # seeds that agree to the digit: no spread (scipy's interval would be NaN)
+        return {"value": float(values[0]), "ci": [float(values[0])] * 2, "seeds": int(values.size)}
+    low, high = t.interval(confidence, values.size - 1, loc=values.mean(), scale=sem(values))
+    return {"value": float(values.mean()), "ci": [float(low), float(high)], "seeds": int(values.size)}
 
 
 def rate(_x, y) -> float:
