@@ -116,8 +116,9 @@ def demo_labelling():
     from moslim.data.labelling import load_labelling
     from moslim.reward.data import read_objectives
 
-    objectives, _ = read_objectives("moslim:assets/demo/objectives.yaml")
-    return objectives, load_labelling(DEMO_DIR / "objectives.yaml", objectives)
+    path = DEMO_DIR / "objectives.yaml"  # one file: the objective set and, in its labelling section, the bins
+    objectives, _ = read_objectives(path)
+    return objectives, load_labelling(path, objectives)
 
 
 def split_prompts(seed: int, validation: int, harm_validation: int = 0):
