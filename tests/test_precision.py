@@ -11,8 +11,19 @@ from moslim.reward.config import TrainSection
 from moslim.reward.train import training_arguments
 
 
-def test_cpu_answer_is_onednns_bf16_support():
-    assert precision.native_bf16("cpu") == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+def test_cpu_answer_is_the_instructions_not_onednns_support():
+    assert precision.native_bf16("cpu") == (torch.cpu._is_avx512_bf16_supported()
+                                            or torch.cpu._is_amx_tile_supported())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True),
+                                                         (False, True, True)])
+def test_avx512_without_bf16_is_not_native(monkeypatch, avx512_bf16, amx, expected):
+    # oneDNN says yes on any AVX512 core, where bf16 ran at a third of float32's rate (module docstring)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert precision.native_bf16("cpu") is expected
 
 
 @pytest.mark.parametrize("native", [True, False])
