@@ -15,7 +15,7 @@ from transformers.generation.logits_process import (
 )
 
 from moslim.policy import fast, fast_decode, fast_sampling
-from moslim.policy.fast import completion_logprobs, generate_batch, make_rollout_func, use_fast_path
+from moslim.policy.fast import completion_logprobs, generate_batch, make_rollout_func, select_rows, use_fast_path
 from moslim.policy.fast_sampling import sample_next
 
 
@@ -527,3 +527,42 @@ def test_check_trl_members_names_what_is_missing():
     del Trainer.temperature
     with pytest.raises(RuntimeError, match="has no temperature"):
         check_trl_members(Trainer())
+
+
+def test_rows_sharing_a_prompt_sum_their_gradients_in_a_fixed_order():
+    # The cache's own batch_select_indices indexes with a tensor; its backward, index_put_(accumulate=True), adds
+    # float rows with atomics from several threads on CPU once a layer passes 32k values, in an order that changed
+    # from run to run. select_rows takes index_select, whose backward sums in index order.
+    from transformers import DynamicCache
+
+    g = torch.Generator().manual_seed(3)
+    keys, values = (torch.randn(4, 3, 40, 64, generator=g, requires_grad=True) for _ in range(2))
+    # 4 prompts x 4 completions (16 x 3 x 40 x 64 = 123k values), rows shuffled as GRPO hands them to the update:
+    # the cache's own selection gave 37 different gradients in 200 repetitions of this case, 2 threads
+    index = torch.arange(4).repeat_interleave(4)[torch.randperm(16, generator=g)]
+    weights = torch.randn(16, 3, 40, 64, generator=g)
+
+    def selected(select):
+        cache = DynamicCache()
+        cache.update(keys * 1.0, values * 1.0, 0)
+        select(cache)
+        return cache.layers[0]
+
+    mine, theirs = selected(lambda c: select_rows(c, index)), selected(lambda c: c.batch_select_indices(index))
+    assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    assert mine.keys.grad_fn.name() == "IndexSelectBackward0"
+
+    def gradient():
+        keys.grad = None
+        layer = selected(lambda c: select_rows(c, index))
+        (layer.keys * weights).sum().backward()
+        return keys.grad.clone()
+
+    first = gradient()
+    assert torch.allclose(first, torch.zeros_like(first).index_add_(0, index, weights), atol=1e-5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert all(torch.equal(gradient(), first) for _ in range(20))
+    finally:
+        torch.set_num_threads(threads)

@@ -510,10 +510,22 @@ def completion_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     prompt = backbone(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p], use_cache=True,
                       **{cache_arg: cache}).last_hidden_state  # (u, p, d)
     index = torch.tensor(rows, device=input_ids.device)
-    cache.batch_select_indices(index)  # (u, ...) -> (b, ...) per layer, differentiably
+    select_rows(cache, index)  # (u, ...) -> (b, ...) per layer, differentiably
     rest = backbone(input_ids=input_ids[:, p:], attention_mask=attention_mask, use_cache=True,
                     **{cache_arg: cache}).last_hidden_state  # (b, n, d)
-    return torch.cat([prompt[index, -1:], rest[:, :-1]], dim=1)
+    return torch.cat([prompt[:, -1:].index_select(0, index), rest[:, :-1]], dim=1)
+
+
+def select_rows(cache, index: torch.Tensor) -> None:
+    """``cache.batch_select_indices(index)`` with ``index_select``, whose backward (``index_add_``) sums the rows
+    that share a prompt in a fixed order. The cache's own advanced indexing has ``index_put_(accumulate=True)`` as
+    its backward, which on CPU adds float rows with atomics from several threads once a layer's keys pass 32k
+    values: the order of those additions, and so the last bits of the prompt's gradients, changed from run to run
+    (two idle runs of the same RL command parted after their first update, docs/fast.md)."""
+    for layer in cache.layers:
+        if layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
 
 
 class TokenLogprobs(torch.autograd.Function):
