@@ -100,3 +100,10 @@ def test_loss_is_finite_and_non_negative(rows, smoothing):
     logits[:, 1, 2] = NEG
     losses, _ = per_head_losses(logits, labels, NUM_CLASSES, label_smoothing=smoothing, ordinal_weight=0.5)
     assert torch.isfinite(losses).all() and (losses >= 0).all()
+
+
+def test_a_head_left_unbalanced_weighs_every_level_one():
+    labels = torch.tensor([[0, 1], [0, 1], [0, 0], [1, IGNORE]])
+    weights = balanced_class_weights(labels, NUM_CLASSES, balance=[False, True])
+    torch.testing.assert_close(weights[0], torch.ones(3))
+    torch.testing.assert_close(weights[1], balanced_class_weights(labels, NUM_CLASSES)[1])

@@ -205,3 +205,26 @@ def test_resume_from_a_named_checkpoint_folder(tiny_rm_config, tmp_path):
     train_reward_model(_with(tiny_rm_config, tmp_path / "second", resume=str(first / "checkpoint-2")),
                        callbacks=[steps])
     assert steps.seen[0] == 3  # the checkpoint was written after step 2 (save_every=2)
+
+
+def test_balanced_heads_balances_only_the_heads_it_names(tiny_rm_config, tmp_path):
+    def trained(name, **train):
+        out = train_reward_model(_with(tiny_rm_config, tmp_path / name, save_every=0, **train))
+        return load_file(out / "model.safetensors")
+
+    plain = trained("none", class_weights="none")
+    no_head = trained("empty", class_weights="balanced", balanced_heads=[])
+    one_head = trained("verbosity", class_weights="balanced", balanced_heads=["verbosity"])
+    for key in plain:  # balancing no head is the plain loss; balancing one changes what trains
+        torch.testing.assert_close(no_head[key], plain[key], rtol=0, atol=0)
+    assert any(not torch.equal(one_head[key], plain[key]) for key in plain)
+
+
+def test_balanced_heads_must_name_heads_and_needs_balanced_weights(tiny_rm_config, tmp_path):
+    from moslim.reward.config import RewardTrainConfig, TrainSection
+
+    with pytest.raises(ValueError, match=r"names \['verbosty'\], which this model does not train; its heads: "):
+        train_reward_model(_with(tiny_rm_config, tmp_path / "typo", class_weights="balanced",
+                                 balanced_heads=["verbosty"]))
+    with pytest.raises(ValueError, match="needs train.class_weights: balanced, got 'none'"):
+        RewardTrainConfig(train=TrainSection(balanced_heads=["verbosity"]))

@@ -65,6 +65,10 @@ class TrainSection:
     label_smoothing: float = bounded(0.0, high=0.999)  # spread over the head's own levels
     ordinal_weight: float = 0.0  # > 0 adds the squared EMD term: two levels off costs more than one
     class_weights: Literal["none", "balanced"] = "none"  # "balanced": each level weighs the same per head
+    # With class_weights: balanced, only these heads are balanced and the others weigh every row 1 (None: all).
+    # Balancing a head trains it as if its levels were equally common, which moves its probabilities off the
+    # data's own rates: the request factor then calls more safe requests unsafe (docs/study.md).
+    balanced_heads: list[str] | None = None
     # Pairwise (Bradley-Terry) term on data.train_pairs: -log sigmoid(s(chosen) - s(rejected)), s = the
     # log-odds of the upper half of the pair's objective's levels (for two levels: logit 1 - logit 0).
     pair_weight: float = 0.0
@@ -103,6 +107,9 @@ class RewardTrainConfig:
             raise ValueError(f"train.epochs must be positive when train.max_steps is unset, got {self.train.epochs}")
         if not 0 <= self.train.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
+        if self.train.balanced_heads is not None and self.train.class_weights != "balanced":
+            raise ValueError(f"train.balanced_heads ({self.train.balanced_heads}) needs train.class_weights: balanced, "
+                             f"got {self.train.class_weights!r}")
         if self.model.freeze_layers < 0:
             raise ValueError(f"model.freeze_layers must be >= 0, got {self.model.freeze_layers}")
         if self.model.freeze_layers and (self.model.lora.enabled or self.model.freeze_backbone):

@@ -15,6 +15,8 @@ distributions, which charges a prediction two levels off more than one level off
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from moslim.reward.mapping import valid_class_mask
@@ -53,14 +55,19 @@ def reward_loss(logits: torch.Tensor, labels: torch.Tensor, num_levels: torch.Te
     return losses.sum()
 
 
-def balanced_class_weights(labels: torch.Tensor, num_levels: torch.Tensor) -> torch.Tensor:
+def balanced_class_weights(labels: torch.Tensor, num_levels: torch.Tensor,
+                           balance: Sequence[bool] | None = None) -> torch.Tensor:
     """labels (n, k) -> weights (k, c): n_i / (C_i * count_ij), so each level weighs the same in total.
 
-    Levels absent from the data get weight 0 (they contribute no rows anyway).
+    Levels absent from the data get weight 0 (they contribute no rows anyway). A head whose ``balance``
+    entry is False keeps weight 1 on every level (its plain mean loss).
     """
     k, c = len(num_levels), int(num_levels.max())
     weights = torch.zeros(k, c)
     for i in range(k):
+        if balance is not None and not balance[i]:
+            weights[i] = 1.0
+            continue
         column = labels[:, i]
         column = column[column != IGNORE]
         counts = torch.bincount(column, minlength=c).float()

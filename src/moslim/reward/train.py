@@ -204,7 +204,8 @@ def train_reward_model(config: RewardTrainConfig, callbacks: Sequence[TrainerCal
     eval_labels = label_tensor(eval_examples, heads, strict=False)
     options: dict[str, Any] = {"label_smoothing": t.label_smoothing, "ordinal_weight": t.ordinal_weight}
     if t.class_weights == "balanced":
-        options["class_weights"] = balanced_class_weights(train_labels, heads.num_levels)
+        options["class_weights"] = balanced_class_weights(train_labels, heads.num_levels,
+                                                          _balanced_heads(t.balanced_heads, heads.names))
     train_pairs = load_pairs(cfg.train_pairs, objectives, cfg.max_train_pairs, t.seed) if t.pair_weight else []
     pair_encoded = [(encoder.encode(p.prompt, p.chosen), encoder.encode(p.prompt, p.rejected)) for p in train_pairs]
 
@@ -272,6 +273,16 @@ def _write_summary(path: Path, config: RewardTrainConfig, trainer, results: dict
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, path)
     log.info("reward model saved to %s (%.1f s of training)", path.parent, seconds)
+
+
+def _balanced_heads(names: list[str] | None, heads: list[str]) -> list[bool] | None:
+    """train.balanced_heads as one flag per head (None: every head balanced)."""
+    if names is None:
+        return None
+    unknown = [name for name in names if name not in heads]
+    if unknown:
+        raise ValueError(f"train.balanced_heads names {unknown}, which this model does not train; its heads: {heads}")
+    return [name in names for name in heads]
 
 
 def _cache_frozen(config: RewardTrainConfig, model, pad_id: int, device, sequences: list, bf16: bool
