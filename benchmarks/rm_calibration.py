@@ -15,7 +15,6 @@ costs.
 from __future__ import annotations
 
 import argparse
-import random
 
 import torch
 
@@ -49,9 +48,8 @@ def main() -> None:
     for rm_path in args.rm:
         scorer = RewardScorer.from_pretrained(rm_path, batch_size=32)
         heads = scorer.model.training_objectives
-        train = load_examples(args.train, heads)
-        rows = random.Random(args.seed).sample(range(len(train)), min(args.train_rows, len(train)))
-        splits = {"training rows": [train[i] for i in rows], "held out": load_examples(args.eval, heads)}
+        splits = {"training rows": load_examples(args.train, heads, args.train_rows, args.seed),
+                  "held out": load_examples(args.eval, heads)}
         print(f"\n{rm_path}")
         for split, examples in splits.items():
             probs = scorer.score([e.prompt for e in examples], [e.response for e in examples], with_factors=True)
