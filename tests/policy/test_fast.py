@@ -432,18 +432,29 @@ def test_fast_logprobs_equal_a_plain_forward_and_trls_path_with_the_same_gradien
         assert torch.allclose(fast_grad, plain_grad, atol=1e-6) and torch.allclose(fast_grad, trl_grad, atol=1e-6)
 
 
-def test_groups_sharing_a_prompt_score_like_a_plain_forward_with_the_same_gradients(tiny_causal_lm_dir):
+# one bucket of every row / rows by length (3 distinct completion lengths: 5, 3, 1) / the distinct prompts' rows apart
+@pytest.mark.parametrize(("overhead", "share", "passes"), [
+    (10**6, True, [(3, 6), (9, 4)]),
+    (0, True, [(3, 6), (6, 4), (2, 2), (1, 0)]),
+    (0, False, [(6, 10), (2, 8), (1, 6)]),
+])
+def test_groups_sharing_a_prompt_score_like_a_plain_forward_with_the_same_gradients(tiny_causal_lm_dir, monkeypatch,
+                                                                                     overhead, share, passes):
+    monkeypatch.setattr(fast, "BUCKET_OVERHEAD", overhead)
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32)
     g = torch.Generator().manual_seed(7)
     p, n = 6, 5
     prompts = torch.randint(6, 90, (3, p), generator=g)
     input_ids = torch.cat([prompts.repeat_interleave(3, dim=0), torch.randint(6, 90, (9, n), generator=g)], dim=1)
     input_ids[8, :p] = input_ids[0, :p]  # a group member away from its group
+    if not share:
+        input_ids[:, :p] = torch.randint(6, 90, (9, p), generator=g)  # nine distinct prompts
     attention_mask = torch.ones_like(input_ids)
     attention_mask[3:6, :2] = 0  # a left-padded prompt
     attention_mask[[1, 4], -2:] = 0  # completions shorter than the others
+    attention_mask[7, -4:] = 0  # a one-token completion
     calls = []
-    model.model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape),
+    model.model.register_forward_hook(lambda module, args, kwargs, out: calls.append(tuple(kwargs["input_ids"].shape)),
                                       with_kwargs=True)
 
     def run(fn):
@@ -453,7 +464,10 @@ def test_groups_sharing_a_prompt_score_like_a_plain_forward_with_the_same_gradie
         return logps.detach(), [p.grad.clone() for p in model.parameters()]
 
     shared, shared_grads = run(lambda: completion_logprobs(model, input_ids, attention_mask, n)[0])
-    assert calls == [(3, p), (9, n)]  # the three distinct prompts once, then every completion
+    # each distinct prompt once (if shared), then each bucket of rows as far as its longest completion (a
+    # one-token completion is predicted by the prompt's last position: no pass of its own)
+    assert calls == [c for c in passes if c[1]]
+    assert torch.equal(shared[~attention_mask[:, -n:].bool()], torch.zeros(8))
 
     def plain():
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -n - 1:-1]
@@ -464,6 +478,30 @@ def test_groups_sharing_a_prompt_score_like_a_plain_forward_with_the_same_gradie
     assert torch.allclose(shared[valid], expected[valid], atol=1e-5)
     for mine, theirs in zip(shared_grads, expected_grads):
         assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+def test_length_buckets_split_rows_at_the_least_padding_plus_overhead():
+    from itertools import combinations
+
+    from moslim.policy.fast import length_buckets
+
+    assert length_buckets([5, 0, 3, 5, 1], overhead=0) == [[0, 3], [2], [4]]  # no padding at all; row 1 left out
+    assert length_buckets([5, 0, 3, 5, 1], overhead=100) == [[0, 3, 2, 4]]  # one pass: 4 x 5 tokens
+    assert length_buckets([128, 120, 30, 20], overhead=16) == [[0, 1], [2, 3]]  # 256 + 60 + 32 < 512 + 16
+    assert length_buckets([0, 0]) == []
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):  # against every split of the sorted rows
+        lengths = torch.randint(1, 40, (7,), generator=g).tolist()
+        ordered = sorted(lengths, reverse=True)
+
+        def cost(groups, lengths=lengths):
+            return sum(len(group) * max(lengths[i] for i in group) + 8 for group in groups)
+
+        best = min(sum(len(ordered[i:j]) * ordered[i] + 8 for i, j in zip((0, *cuts), (*cuts, 7)))
+                   for k in range(7) for cuts in combinations(range(1, 7), k))
+        groups = length_buckets(lengths, overhead=8)
+        assert sorted(i for group in groups for i in group) == list(range(7))
+        assert cost(groups) == best
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -545,8 +583,7 @@ def test_rows_sharing_a_prompt_sum_their_gradients_in_a_fixed_order():
     def selected(select):
         cache = DynamicCache()
         cache.update(keys * 1.0, values * 1.0, 0)
-        select(cache)
-        return cache.layers[0]
+        return (select(cache) or cache).layers[0]
 
     mine, theirs = selected(lambda c: select_rows(c, index)), selected(lambda c: c.batch_select_indices(index))
     assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import types
 from collections.abc import Callable, Iterable, Sequence
@@ -445,87 +446,148 @@ def _tokenize(tokenizer, prompts: list, trainer) -> list[list[int]]:
 ENTROPY_ROWS = 32  # positions per chunk of the log-prob / entropy passes (32 x 49k floats: 6 MB, in cache)
 
 
+# What one more bucket of the update's completion pass costs, in padded tokens: each bucket reads every weight
+# again and adds into every weight's gradient. On 2 cores (benchmarks/update_padding.py: SmolLM2, 4 prompts x 4
+# completions of 30-128 tokens, mean 83) every split tried took 0.79-0.88x one padded pass; 128 gives 2-3 buckets.
+BUCKET_OVERHEAD = 128
+
+
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
                         temperature: float = 1.0, entropy: bool = False, entropy_grad: bool = False):
     """Per-token log-probs (b, n) of the last ``n = logits_to_keep`` tokens of ``input_ids`` (b, s),
-    under ``softmax(logits / temperature)``, from one forward that projects only those positions;
-    and their entropies (b, n) if asked (differentiable only with ``entropy_grad``). Padding -> 0.
+    under ``softmax(logits / temperature)``; and their entropies (b, n) if asked (differentiable only
+    with ``entropy_grad``). Padding -> 0.
 
-    For Llama, Mistral and Qwen2 the hidden states come from ``completion_hidden`` (each distinct
-    prompt runs once for its group of completions) and the head is applied here, so the logits stay
-    in the autocast dtype. Log-probs and entropies come from ``TokenLogprobs`` (one pass over the
-    (b, n, v) logits each way, in chunks that stay in cache); an entropy that needs a gradient takes
-    the plain autograd path. The numbers equal a plain forward's, gradients included.
+    For Llama, Mistral and Qwen2 the hidden states come from ``completion_states``: only the positions that
+    predict a completion token (no padding: each row runs as far as its own completion, prompts shared
+    by a group run once), and the head projects only those, in the autocast dtype. Log-probs and
+    entropies come from ``TokenLogprobs`` (one pass over the (t, v) logits each way, in chunks that stay
+    in cache); an entropy that needs a gradient takes the plain autograd path. The numbers equal a plain
+    forward's, gradients included.
     """
-    n = logits_to_keep
-    hidden = completion_hidden(model, input_ids, attention_mask, n)
-    if hidden is None:
+    n, b = logits_to_keep, input_ids.size(0)
+    found = completion_states(model, input_ids, attention_mask, n)
+    if found is None:  # other models: their own forward over all n positions of every row
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n + 1,
                        use_cache=False).logits  # (b, n + 1, v): position i predicts token i + 1
         # the last position predicts past the end: ignore it, so the logits are used whole (no copy)
-        targets = torch.cat([input_ids[:, -n:], input_ids.new_full((input_ids.size(0), 1), -100)], dim=1)
-    else:
-        logits = model.get_output_embeddings()(hidden)  # (b, n, v)
-        targets = input_ids[:, -n:]
-    b, k, v = logits.shape
-    pad = attention_mask[:, -n:] == 0
-    if entropy and entropy_grad and torch.is_grad_enabled():  # rare (an entropy bonus): the plain way
-        scaled = logits.float() / temperature
-        logps = -torch.nn.functional.cross_entropy(scaled.reshape(-1, v), targets.reshape(-1),
-                                                   reduction="none").view(b, k)[:, :n]
-        log_p = scaled[:, :n].log_softmax(-1)
-        return logps.masked_fill(pad, 0.0), -(log_p.exp() * log_p).sum(-1).masked_fill(pad, 0.0)
-    logps, entropies = TokenLogprobs.apply(logits.reshape(-1, v), targets.reshape(-1), temperature, entropy)
-    logps = logps.view(b, k)[:, :n].masked_fill(pad, 0.0)
-    if not entropy:
-        return logps, None
-    return logps, entropies.view(b, k)[:, :n].masked_fill(pad, 0.0)
+        targets = torch.cat([input_ids[:, -n:], input_ids.new_full((b, 1), -100)], dim=1)
+        logps, entropies = _token_logprobs(logits.flatten(0, 1), targets.flatten(), temperature, entropy, entropy_grad)
+        pad = attention_mask[:, -n:] == 0
+        logps = logps.view(b, n + 1)[:, :n].masked_fill(pad, 0.0)
+        return logps, entropies.view(b, n + 1)[:, :n].masked_fill(pad, 0.0) if entropy else None
+    hidden, where = found  # (t, d), (t,) flat indices into (b, n)
+    logits = model.get_output_embeddings()(hidden)  # (t, v)
+    targets = input_ids[:, -n:].reshape(-1)[where]
+    logps, entropies = _token_logprobs(logits, targets, temperature, entropy, entropy_grad)
+    return _scattered(logps, where, b, n), _scattered(entropies, where, b, n) if entropy else None
 
 
-def completion_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> torch.Tensor | None:
-    """The final hidden states (b, n, d) that predict the last ``n`` tokens of ``input_ids`` (b, s), as a
-    plain forward computes them; None for a model this does not handle (it then takes its own forward).
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool,
+                    entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``TokenLogprobs`` over (r, v) logits; an entropy that needs a gradient (an entropy bonus, rare) the plain
+    autograd way."""
+    if not (entropy and entropy_grad and torch.is_grad_enabled()):
+        return TokenLogprobs.apply(logits, targets, temperature, entropy)
+    scaled = logits.float() / temperature
+    logps = -torch.nn.functional.cross_entropy(scaled, targets, reduction="none")  # ignore_index -100: 0
+    log_p = scaled.log_softmax(-1)
+    return logps, -(log_p.exp() * log_p).sum(-1)
 
-    Rows that share their prompt (the first s - n tokens and their mask: a GRPO group) share its
-    forward: each distinct prompt runs once, its keys and values are copied to its rows (a
-    differentiable index, so gradients flow back into the one prompt pass), and the completions run
-    on that cache. With 8 prompts x 4 completions this skips 3/4 of the prompt tokens' forward and
-    backward. Positions and masks are those of the plain forward (positions count padding, as there).
+
+def _scattered(values: torch.Tensor, where: torch.Tensor, b: int, n: int) -> torch.Tensor:
+    """(t,) values at the flat positions ``where`` of a (b, n) tensor of zeros (differentiably)."""
+    return values.new_zeros(b * n).scatter(0, where, values).view(b, n)
+
+
+def length_buckets(lengths: Sequence[int], overhead: int | None = None) -> list[list[int]]:
+    """Rows grouped by length, longest first, for passes that pad each group to its longest row: the split
+    of the sorted rows that minimises padded tokens + ``overhead`` (default ``BUCKET_OVERHEAD``) per group
+    (exact, O(b^2)). Rows of length 0 are left out."""
+    overhead = BUCKET_OVERHEAD if overhead is None else overhead
+    order = sorted((i for i, k in enumerate(lengths) if k > 0), key=lambda i: -lengths[i])
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j rows of ``order``
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):  # the last group: order[i:j], padded to lengths[order[i]]
+            cost = best[i] + (j - i) * lengths[order[i]] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]: j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def completion_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int
+                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The final hidden states (t, d) that predict the completion tokens among the last ``n`` of
+    ``input_ids`` (b, s) (those whose mask is 1), as a plain forward computes them, and their flat
+    positions (t,) in (b, n); None for a model this does not handle (it then takes its own forward).
+
+    No padding is computed: rows run in ``length_buckets``, each as far as its group's longest completion
+    (causal attention: what a position sees does not depend on later ones). Rows that share their prompt
+    (the first s - n tokens and their mask: a GRPO group) share its forward: each distinct prompt runs
+    once, its keys and values are copied to its rows (a differentiable index, so gradients flow back into
+    the one prompt pass), and the completions run on that cache. With 8 prompts x 4 completions this
+    skips 3/4 of the prompt tokens' forward and backward. Positions and masks are those of the plain
+    forward (positions count padding, as there).
     """
     p = input_ids.size(1) - n
     if n < 1 or p < 1 or static_support(model, input_ids.size(1)) is not None:  # DDP, PEFT, other models: their forward
         return None
     backbone = model.model
+    valid = attention_mask[:, p:] == 1  # (b, n)
+    positions = torch.arange(1, n + 1, device=input_ids.device)
+    lengths = (valid * positions).amax(dim=1).tolist()  # each row's last completion token, counted from 1
+    if not any(lengths):  # no completion token at all: the plain forward keeps the loss's graph
+        return None
     groups: dict[tuple, int] = {}
     prompts = torch.cat([input_ids[:, :p] * attention_mask[:, :p], attention_mask[:, :p]], dim=1).tolist()
     rows = [groups.setdefault(tuple(row), len(groups)) for row in prompts]
-    if len(groups) == len(rows) or getattr(model, "is_gradient_checkpointing", False):  # nothing to share
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return hidden[:, p - 1: -1]
-    from transformers import DynamicCache
+    shared = len(groups) < len(rows) and not getattr(model, "is_gradient_checkpointing", False)
+    if shared:
+        from transformers import DynamicCache
 
-    first = [rows.index(group) for group in range(len(groups))]
-    cache = DynamicCache(config=model.config)
-    cache_arg = cache_argument(backbone)
-    prompt = backbone(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p], use_cache=True,
-                      **{cache_arg: cache}).last_hidden_state  # (u, p, d)
-    index = torch.tensor(rows, device=input_ids.device)
-    select_rows(cache, index)  # (u, ...) -> (b, ...) per layer, differentiably
-    rest = backbone(input_ids=input_ids[:, p:], attention_mask=attention_mask, use_cache=True,
-                    **{cache_arg: cache}).last_hidden_state  # (b, n, d)
-    return torch.cat([prompt[:, -1:].index_select(0, index), rest[:, :-1]], dim=1)
+        first = [rows.index(group) for group in range(len(groups))]
+        cache = DynamicCache(config=model.config)
+        prompt = backbone(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p], use_cache=True,
+                          **{cache_argument(backbone): cache}).last_hidden_state[:, -1:]  # (u, 1, d)
+    states, where = [], []
+    for bucket in length_buckets(lengths):
+        m = lengths[bucket[0]]  # the bucket's longest completion: positions p - 1 .. p + m - 2 predict it
+        index = torch.tensor(bucket, device=input_ids.device)
+        ids, mask = input_ids[index, :p + m - 1], attention_mask[index, :p + m - 1]  # (r, p + m - 1)
+        if shared:
+            group = torch.tensor([rows[i] for i in bucket], device=input_ids.device)
+            hidden = prompt.index_select(0, group)  # (r, 1, d)
+            if m > 1:
+                rest = backbone(input_ids=ids[:, p:], attention_mask=mask, use_cache=True,
+                                **{cache_argument(backbone): select_rows(cache, group)}).last_hidden_state
+                hidden = torch.cat([hidden, rest], dim=1)  # (r, m, d)
+        else:
+            hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, p - 1:]
+        kept = valid[index, :m]  # (r, m)
+        states.append(hidden[kept])
+        where.append((index[:, None] * n + positions[None, :m] - 1)[kept])
+    return torch.cat(states), torch.cat(where)
 
 
-def select_rows(cache, index: torch.Tensor) -> None:
-    """``cache.batch_select_indices(index)`` with ``index_select``, whose backward (``index_add_``) sums the rows
-    that share a prompt in a fixed order. The cache's own advanced indexing has ``index_put_(accumulate=True)`` as
-    its backward, which on CPU adds float rows with atomics from several threads once a layer's keys pass 32k
-    values: the order of those additions, and so the last bits of the prompt's gradients, changed from run to run
-    (two idle runs of the same RL command parted after their first update, docs/fast.md)."""
-    for layer in cache.layers:
+def select_rows(cache, index: torch.Tensor):
+    """A new ``DynamicCache`` with rows ``index`` of ``cache``, by ``index_select``, whose backward (``index_add_``)
+    sums the rows that share a prompt in a fixed order. The cache's own advanced indexing has
+    ``index_put_(accumulate=True)`` as its backward, which on CPU adds float rows with atomics from several threads
+    once a layer's keys pass 32k values: the order of those additions, and so the last bits of the prompt's
+    gradients, changed from run to run (two idle runs of the same RL command parted after their first update,
+    docs/fast.md)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]  # the same kind of layer, its own tensors
+    for layer in selected.layers:
         if layer.keys is not None and layer.keys.numel():
             layer.keys = layer.keys.index_select(0, index)
             layer.values = layer.values.index_select(0, index)
+    return selected
 
 
 class TokenLogprobs(torch.autograd.Function):
