@@ -6,7 +6,8 @@
 Measures, in this process: matmul throughput in the compute dtype (bf16 where the CPU runs it natively,
 else float32, as ``bf16: auto`` in the configs) and memory bandwidth; from them a lower bound for one RL
 step (generation: per decode step the larger of bytes moved / bandwidth and FLOPs / peak;
-update: forward + backward ~ 3x forward FLOPs / peak; reward: 0). Then runs real ``GRPOTrainer``
+update: forward + backward ~ 3x forward FLOPs / peak of each prompt once and the completions' measured tokens,
+no padding; reward: 0). Then runs real ``GRPOTrainer``
 steps (SmolLM2-135M-Instruct, full fine-tuning, fp32 weights with bf16 autocast where native, a trivial
 Python reward) with TRL's own generation and log-probs, and with ``moslim.policy.fast``, splitting each step
 into generation / reward / update with the trainer's ``StepTimer``. Both paths run at the same settings,
@@ -71,8 +72,12 @@ def measure_roofline() -> dict:
 
 
 def step_bound(config, num_params: int, prompt_len: float, rows: int, prompts: int, new_tokens: int,
-               peak: float, bandwidth: float) -> dict:
-    """Lower bound (seconds) for one GRPO step: generation and update, weights and KV cache in DTYPE."""
+               peak: float, bandwidth: float, completion_len: float | None = None) -> dict:
+    """Lower bound (seconds) for one GRPO step: generation and update, weights and KV cache in DTYPE.
+
+    Generation: ``new_tokens`` decode steps (a batch runs until its longest completion, which the cap is in
+    practice). Update: forward + backward of the tokens a step needs, each prompt once and each row's completion
+    (``completion_len`` tokens on average, the measured mean; the cap if None), not the padding TRL adds."""
     size = DTYPE.itemsize
     d, vocab, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -90,9 +95,10 @@ def step_bound(config, num_params: int, prompt_len: float, rows: int, prompts: i
         flops = rows * (body_flops + 2 * head_params + attention_flops(context))
         moved = size * num_params + rows * layers * 2 * kv_heads * head_dim * context * size  # weights + KV cache
         generation += max(flops / peak, moved / bandwidth)
-    tokens = rows * (prompt_len + new_tokens)
-    forward = tokens * body_flops + rows * new_tokens * 2 * head_params
-    forward += tokens * attention_flops((prompt_len + new_tokens) / 2)
+    completion_len = new_tokens if completion_len is None else completion_len
+    tokens = prompts * prompt_len + rows * completion_len
+    forward = tokens * body_flops + rows * completion_len * 2 * head_params
+    forward += tokens * attention_flops((prompt_len + completion_len) / 2)
     update = 3 * forward / peak
     return {"generation": generation, "reward": 0.0, "update": update, "step": generation + update}
 
@@ -173,11 +179,12 @@ def main() -> None:
 
     num_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
     rows = args.prompts * args.generations
-    bound = step_bound(config, num_params, prompt_length(path), rows, args.prompts, args.tokens,
-                       roof["tflops"] * 1e12, roof["bandwidth_gbs"] * 1e9)
-    bound["tokens_per_s"] = rows * args.tokens / bound["generation"]
     checkpointing = args.gradient_checkpointing
     results = {"fast": run_trainer(path, "fast", args, out.parent, checkpointing)}
+    bound = step_bound(config, num_params, prompt_length(path), rows, args.prompts, args.tokens,
+                       roof["tflops"] * 1e12, roof["bandwidth_gbs"] * 1e9,
+                       completion_len=results["fast"]["completion_tokens"] / rows)
+    bound["tokens_per_s"] = rows * args.tokens / bound["generation"]
     if args.stock_steps:
         results["trl"] = run_trainer(path, "stock", args, out.parent, checkpointing)
         if args.trl_defaults and not checkpointing:
