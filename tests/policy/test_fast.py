@@ -603,3 +603,37 @@ def test_rows_sharing_a_prompt_sum_their_gradients_in_a_fixed_order():
         assert all(torch.equal(gradient(), first) for _ in range(20))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_an_entropy_bonus_gets_differentiable_entropies_equal_to_a_plain_forwards(tiny_causal_lm_dir, monkeypatch):
+    monkeypatch.setattr(fast, "BUCKET_OVERHEAD", 0)  # rows in buckets of their own lengths
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, dtype=torch.float32)
+    g = torch.Generator().manual_seed(11)
+    p, n = 5, 4
+    input_ids = torch.cat([torch.randint(6, 90, (2, p), generator=g).repeat_interleave(2, dim=0),
+                           torch.randint(6, 90, (4, n), generator=g)], dim=1)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, -2:] = 0
+    valid = attention_mask[:, -n:].bool()
+
+    def gradient(fn):
+        model.zero_grad()
+        logps, entropies = fn()
+        (entropies * valid).sum().backward()
+        return logps.detach(), entropies.detach(), [q.grad.clone() for q in model.parameters()]
+
+    logps, entropies, grads = gradient(lambda: completion_logprobs(model, input_ids, attention_mask, n, temperature=0.7,
+                                                                   entropy=True, entropy_grad=True))
+
+    def plain():
+        scaled = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -n - 1:-1] / 0.7
+        log_p = scaled.log_softmax(-1)
+        return log_p.gather(-1, input_ids[:, -n:, None])[..., 0], -(log_p.exp() * log_p).sum(-1)
+
+    plain_logps, plain_entropies, plain_grads = gradient(plain)
+    assert torch.allclose(logps[valid], plain_logps[valid], atol=1e-5)
+    assert torch.allclose(entropies[valid], plain_entropies[valid], atol=1e-5)
+    assert torch.equal(entropies[~valid], torch.zeros(2))
+    assert any(grad.abs().sum() > 0 for grad in grads)
+    for mine, theirs in zip(grads, plain_grads):
+        assert torch.allclose(mine, theirs, atol=1e-5)
