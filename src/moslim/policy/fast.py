@@ -550,10 +550,11 @@ def completion_states(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if shared:
         from transformers import DynamicCache
 
+        cache_arg = cache_argument(backbone)  # read once: an inspect.signature call
         first = [rows.index(group) for group in range(len(groups))]
         cache = DynamicCache(config=model.config)
         prompt = backbone(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p], use_cache=True,
-                          **{cache_argument(backbone): cache}).last_hidden_state[:, -1:]  # (u, 1, d)
+                          **{cache_arg: cache}).last_hidden_state[:, -1:]  # (u, 1, d)
     states, where = [], []
     for bucket in length_buckets(lengths):
         m = lengths[bucket[0]]  # the bucket's longest completion: positions p - 1 .. p + m - 2 predict it
@@ -564,7 +565,7 @@ def completion_states(model, input_ids: torch.Tensor, attention_mask: torch.Tens
             hidden = prompt.index_select(0, group)  # (r, 1, d)
             if m > 1:
                 rest = backbone(input_ids=ids[:, p:], attention_mask=mask, use_cache=True,
-                                **{cache_argument(backbone): select_rows(cache, group)}).last_hidden_state
+                                **{cache_arg: select_rows(cache, group)}).last_hidden_state
                 hidden = torch.cat([hidden, rest], dim=1)  # (r, m, d)
         else:
             hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, p - 1:]
