@@ -8,7 +8,10 @@ rows of the shipped training set) trained three ways, timed in turns in this one
 - ``full fp32``: every layer trained, fp32 (the recipe before the cache);
 - ``full bf16``: every layer trained, bf16 autocast;
 - ``cached bf16``: embeddings + the first ``freeze_layers`` layers run once per row (no gradients, bf16) and
-  kept; each step runs only the top layers and the heads on the cache (the demo's recipe).
+  kept; each step runs only the top layers and the heads on the cache (the demo's recipe), the last layer at
+  the positions the heads read only (``moslim.reward.pooled_top``);
+- ``cached bf16, whole top``: the same with the last layer at every token (the recipe before 2026-12-06's
+  change), timed in turns with the arm above.
 
 On a CPU without native bf16 (AVX2 only: ``moslim.precision``) bf16 is emulated and the demo trains in float32
 (``bf16: auto``): there the bf16 arm is left out and the cached arm runs in fp32 (``cached fp32``).
@@ -17,7 +20,9 @@ A step is forward + loss + backward + AdamW on ``--batch`` rows. The bound of ea
 this machine's matmul rate measured in the same run (fp32 for fp32 steps, bf16 for bf16): 6 FLOPs per
 trained weight per token (forward, gradient of the input and of the weight), 4 per frozen weight that the
 backward must still pass through (forward and input gradient), 2 per weight of the cache pass, plus
-attention's scores. Tokens are the batch's real tokens (no padding counted). Prints ms per training example,
+attention's scores; the last layer of a ``pooled`` step counts its key/value projections at every token and
+the whole layer at the read positions only. Tokens are the batch's real tokens (no padding counted). The full
+arms run the plain forward (every layer at every token). Prints ms per training example,
 each path's ratio to its bound, and the cost of E epochs over the same rows (the cache paid once).
 Writes ``runs/bench/rm_train_speed.json``.
 """
@@ -42,6 +47,7 @@ from moslim.precision import native_bf16  # noqa: E402
 BF16 = native_bf16("cpu")  # what `bf16: auto` picks on this CPU
 CACHED_DTYPE = "bf16" if BF16 else "fp32"  # the cached arm's dtype: the demo's
 CACHED = f"cached {CACHED_DTYPE}"
+WHOLE = f"{CACHED}, whole top"
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -67,14 +73,31 @@ def layer_params(model) -> tuple[int, int]:
     return sum(p.numel() for p in layer.parameters()), sum(p.numel() for p in model.heads.parameters())
 
 
+def kv_params(model) -> int:
+    """Weights of one layer's key and value projections (what the pooled last layer runs at every token)."""
+    from moslim.reward.frozen import layer_stack
+
+    owner, name = layer_stack(model.backbone)
+    attention = getattr(owner, name)[0].self_attn
+    return sum(p.numel() for m in (attention.k_proj, attention.v_proj) for p in m.parameters())
+
+
 def step_flops(rows: int, tokens: int, squares: int, per_layer: int, heads: int, hidden: int, trained: int,
-               frozen: int) -> float:
+               frozen: int, pooled: tuple[int, int] | None = None) -> float:
     """FLOPs of one training step: ``trained`` layers with weight gradients, ``frozen`` layers the backward
     passes through (0 when they sit below every trained layer, as in the cached path), the heads.
-    ``squares`` = sum over rows of t_i^2 (attention's QK^T and AV: 4 * t^2 * d per layer forward)."""
+    ``squares`` = sum over rows of t_i^2 (attention's QK^T and AV: 4 * t^2 * d per layer forward).
+    ``pooled`` = (key/value weights of a layer, positions read per row): the last trained layer runs its
+    key/value projections at every token and the rest of the layer at those positions only."""
     attention = 4 * squares * hidden
-    return (trained * (6 * per_layer * tokens + 3 * attention) + frozen * (4 * per_layer * tokens + 2 * attention)
-            + 6 * heads * rows)  # the heads read one pooled vector per row
+    flops = (trained * (6 * per_layer * tokens + 3 * attention) + frozen * (4 * per_layer * tokens + 2 * attention)
+             + 6 * heads * rows)  # the heads read one pooled vector per row
+    if pooled is not None:
+        kv, reads = pooled
+        positions = reads * rows
+        last = 6 * kv * tokens + 6 * (per_layer - kv) * positions + 3 * 4 * hidden * positions * tokens / rows
+        flops -= 6 * per_layer * tokens + 3 * attention - last
+    return flops
 
 
 def main() -> None:
@@ -152,6 +175,7 @@ def main() -> None:
         return one_pass
 
     model.train()
+    model.top_at_pooled = False  # the full arms: the plain forward
     passes = {"full fp32": make_pass(False, None)}
     if BF16:
         passes["full bf16"] = make_pass(True, None)
@@ -172,36 +196,57 @@ def main() -> None:
     cache_seconds = min(_seconds(lambda: prefix.encode(encoded)) for _ in range(2))
 
     top = make_pass(BF16, prefix, prefix.encode(encoded))
-    top()
-    times[CACHED] = [_seconds(top) for _ in range(args.repeats)]
+
+    def whole_top() -> None:
+        model.top_at_pooled = False
+        try:
+            top()
+        finally:
+            model.top_at_pooled = True
+
+    model.top_at_pooled = True
+    cached = {CACHED: top, WHOLE: whole_top}
+    for fn in cached.values():
+        fn()  # warm-up
+    times.update({name: [] for name in cached})
+    for _ in range(args.repeats):  # in turns, so the machine's drift touches both alike
+        for name, fn in cached.items():
+            times[name].append(_seconds(fn))
 
     n_rows, n_tokens, n_squares = len(encoded), sum(tokens), sum(squares)
     bounds = {
         f"full {dtype}": step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers, 0) / rate
         for dtype, rate in rates.items()
     }
-    bounds[CACHED] = step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0) \
+    reads = 2 if model.needs_question_end else 1  # the last token, and the question's for the request factor
+    bounds[CACHED] = step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0,
+                                pooled=(kv_params(model), reads)) / rates[CACHED_DTYPE]
+    bounds[WHOLE] = step_flops(n_rows, n_tokens, n_squares, per_layer, heads, hidden, n_layers - n_frozen, 0) \
         / rates[CACHED_DTYPE]
     cache_bound = (2 * per_layer * n_tokens + 4 * n_squares * hidden) * n_frozen / rates[CACHED_DTYPE]
     report = {"settings": vars(args), "rows": n_rows, "tokens": n_tokens, "layers": n_layers, "frozen": n_frozen,
               "matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "paths": {}}
     print(f"\n{n_rows} rows ({n_tokens} tokens), batches of {args.batch}, {n_layers} layers "
           f"({n_frozen} frozen in the cached path); median of {args.repeats} passes\n")
-    print(f"{'path':<14} {'ms/example':>11} {'bound ms':>9} {'x bound':>8} {'vs full fp32':>13}")
+    print(f"{'path':<24} {'ms/example':>11} {'bound ms':>9} {'x bound':>8} {'vs full fp32':>13}")
     base = statistics.median(times["full fp32"]) / n_rows
     for name, values in times.items():
         per = statistics.median(values) / n_rows
         bound = bounds[name] / n_rows
         report["paths"][name] = {"ms_per_example": 1e3 * per, "bound_ms_per_example": 1e3 * bound,
                                  "ratio_to_bound": per / bound, "speedup_vs_full_fp32": base / per}
-        print(f"{name:<14} {1e3 * per:>11.2f} {1e3 * bound:>9.2f} {per / bound:>8.2f} {base / per:>12.2f}x")
+        print(f"{name:<24} {1e3 * per:>11.2f} {1e3 * bound:>9.2f} {per / bound:>8.2f} {base / per:>12.2f}x")
     cache_per = cache_seconds / n_rows
-    print(f"{'cache (once)':<14} {1e3 * cache_per:>11.2f} {1e3 * cache_bound / n_rows:>9.2f} "
+    print(f"{'cache (once)':<24} {1e3 * cache_per:>11.2f} {1e3 * cache_bound / n_rows:>9.2f} "
           f"{cache_seconds / cache_bound:>8.2f}")
     top_per = statistics.median(times[CACHED]) / n_rows
     whole = {"full fp32": args.epochs * base, CACHED: cache_per + args.epochs * top_per}
     print(f"\n{args.epochs} epochs per example: full fp32 {1e3 * whole['full fp32']:.1f} ms, {CACHED} "
           f"{1e3 * whole[CACHED]:.1f} ms (cache included): {whole['full fp32'] / whole[CACHED]:.2f}x")
+    pooled_gain = statistics.median(times[WHOLE]) / statistics.median(times[CACHED])
+    print(f"the last layer at the read positions only: {pooled_gain:.2f}x the whole top layer's step "
+          f"(medians of {args.repeats} passes in turns)")
+    report["pooled_top_speedup"] = pooled_gain
     report["cache"] = {"ms_per_example": 1e3 * cache_per, "ratio_to_bound": cache_seconds / cache_bound}
     report["epochs_ms_per_example"] = {k: 1e3 * v for k, v in whole.items()}
     out = Path(args.out)

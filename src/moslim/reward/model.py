@@ -35,6 +35,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import ModelOutput
 
 from moslim.objectives import ObjectiveSet
+from moslim.reward import pooled_top
 
 log = logging.getLogger(__name__)
 
@@ -121,17 +122,20 @@ def is_decoder_config(config: PreTrainedConfig) -> bool:
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """hidden (b, t, d), attention_mask (b, t) -> (b, d). Correct for left and right padding."""
-    mask = attention_mask.to(hidden.dtype)
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
     if pooling == "mean":
+        mask = attention_mask.to(hidden.dtype)
         return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), pool_index(attention_mask, pooling)]
+
+
+def pool_index(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """attention_mask (b, t) -> (b,) the position a ``"last"`` or ``"cls"`` pooling reads."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     if pooling == "last":
-        index = (attention_mask * positions).argmax(-1)  # the largest position with mask 1
-    elif pooling == "cls":
-        index = (attention_mask * (hidden.shape[1] - positions)).argmax(-1)  # the smallest one
-    else:
-        raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        return (attention_mask * positions).argmax(-1)  # the largest position with mask 1
+    if pooling == "cls":
+        return (attention_mask * (attention_mask.shape[1] - positions)).argmax(-1)  # the smallest one
+    raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
 
 
 class MultiHeadRewardModel(PreTrainedModel):
@@ -145,6 +149,8 @@ class MultiHeadRewardModel(PreTrainedModel):
         self.dropout = nn.Dropout(config.head_dropout)
         self.heads = self._build_heads()
         self._takes_position_ids = "position_ids" in inspect.signature(self.backbone.forward).parameters
+        # run the last layer at the pooled positions only where it gives a plain forward's numbers (pooled_top)
+        self.top_at_pooled = True
         self.post_init()
 
     def _build_heads(self) -> nn.ModuleList:
@@ -242,8 +248,24 @@ class MultiHeadRewardModel(PreTrainedModel):
         if attention_mask is None:
             raise ValueError("MultiHeadRewardModel needs an attention_mask (b, t)")
         inputs = self.backbone_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
-        hidden = self.backbone(**inputs, **kwargs).last_hidden_state  # (b, t, d)
-        pooled = pool(hidden, attention_mask, self.config.pooling)  # (b, d)
+        reads_question = bool(self.config.factored and self.config.request_at_question_end)
+        if reads_question and question_end is None:
+            raise ValueError("this reward model reads the request factor at the question's last token: "
+                             "pass question_end (b,) (moslim.reward.encoding.question_ends)")
+        if self.top_at_pooled and self.config.pooling == "last" \
+                and pooled_top.support(self.backbone, attention_mask.shape[1]) is None:
+            # the last layer at the positions read only (moslim.reward.pooled_top): the same numbers, ~1 layer less
+            last = pool_index(attention_mask, "last")  # (b,)
+            positions = torch.stack([last, question_end.to(last.device)], -1) if reads_question else last[:, None]
+            with pooled_top.last_layer_at(self.backbone, positions, attention_mask) as top:
+                self.backbone(**inputs, **kwargs)
+            selected = self.backbone.norm(top.output)  # (b, s, d)
+            pooled, at_question = selected[:, 0], (selected[:, 1] if reads_question else None)
+        else:
+            hidden = self.backbone(**inputs, **kwargs).last_hidden_state  # (b, t, d)
+            pooled = pool(hidden, attention_mask, self.config.pooling)  # (b, d)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            at_question = hidden[rows, question_end.to(hidden.device)] if reads_question else None
         features = self.dropout(pooled)
         c = max(head.out_features for head in self.heads)
         logits = features.new_full((features.shape[0], len(self.heads), c), float("-inf"))
@@ -251,12 +273,7 @@ class MultiHeadRewardModel(PreTrainedModel):
         factor_logits = None
         for i, head in enumerate(self.heads):
             out = head(features.to(head.weight.dtype)).to(logits.dtype)
-            if i == factored and self.config.request_at_question_end:
-                if question_end is None:
-                    raise ValueError("this reward model reads the request factor at the question's last token: "
-                                     "pass question_end (b,) (moslim.reward.encoding.question_ends)")
-                rows = torch.arange(hidden.shape[0], device=hidden.device)
-                at_question = hidden[rows, question_end.to(hidden.device)]
+            if i == factored and at_question is not None:
                 request = head(self.dropout(at_question).to(head.weight.dtype)).to(logits.dtype)[:, 0]
                 out = torch.stack([request, out[:, 1]], dim=-1)
             if i == factored:

@@ -1,0 +1,100 @@
+"""The backbone's last layer run at the pooled positions only.
+
+# b = batch, t = tokens, s = positions read per row, d = hidden, h = query heads, g = key/value heads, e = head dim
+
+A reward model that pools the *last* token (and, for a factored head, the question's last token) reads
+the top layer's output at one or two positions per row, yet a plain forward computes that layer at all t.
+A decoder layer's output at position p needs its queries, attention output, o-projection and MLP at p
+only; the keys and values it attends over are the only part that needs every token. :func:`last_layer_at`
+swaps the last layer for :class:`_AtPositions`, which computes exactly that, with the layer's own modules
+(the same weights and gradients), and keeps the ``(b, s, d)`` result; the backbone's final norm is then
+applied to those rows alone. The numbers are a plain forward's, rounded differently (SDPA over s queries
+instead of t). For the demo's 8-layer model this is ~1/8 of a forward, and about half of a training step
+on the cached lower layers, where only the top two layers run.
+
+Supported: Llama-family backbones (``SUPPORTED``) without query/key norms, attention dropout, or a
+sliding window shorter than the batch; :func:`support` says why not otherwise and the caller runs the
+plain forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED = ("LlamaModel", "MistralModel", "Qwen2Model")
+
+
+def support(backbone: nn.Module, tokens: int) -> str | None:
+    """None when :func:`last_layer_at` reproduces ``backbone``'s last layer for ``tokens`` tokens, else why not."""
+    name = type(backbone).__name__
+    if name not in SUPPORTED:
+        return f"{name} is not one of {', '.join(SUPPORTED)}"
+    config = backbone.config
+    if getattr(config, "attention_dropout", 0.0):
+        return f"attention_dropout={config.attention_dropout}"
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < tokens:
+        return f"sliding window {window} < {tokens} tokens"
+    if hasattr(backbone.layers[0].self_attn, "q_norm"):
+        return "query/key norms"
+    return None
+
+
+class _AtPositions(nn.Module):
+    """A decoder layer computed at ``positions`` (b, s) only; ``output`` (b, s, d) holds the result.
+
+    Returns its input unchanged, so what follows in the backbone (the final norm) costs little and is unused."""
+
+    def __init__(self, layer: nn.Module, positions: torch.Tensor, attention_mask: torch.Tensor):
+        super().__init__()
+        self.layer, self.positions, self.attention_mask = layer, positions, attention_mask
+        self.output: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                **kwargs) -> torch.Tensor:
+        att = self.layer.self_attn
+        b, t, _ = hidden_states.shape
+        e = att.head_dim
+        rows = torch.arange(b, device=hidden_states.device)[:, None]  # (b, 1)
+        x = self.layer.input_layernorm(hidden_states)  # (b, t, d)
+        cos, sin = (c.expand(b, -1, -1) for c in position_embeddings)  # (b, t, e)
+        k = att.k_proj(x).view(b, t, -1, e).transpose(1, 2)  # (b, g, t, e)
+        v = att.v_proj(x).view(b, t, -1, e).transpose(1, 2)
+        k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
+        s = self.positions.shape[1]
+        q = att.q_proj(x[rows, self.positions]).view(b, s, -1, e).transpose(1, 2)  # (b, h, s, e)
+        q_cos, q_sin = cos[rows, self.positions][:, None], sin[rows, self.positions][:, None]  # (b, 1, s, e)
+        q = q * q_cos + _rotate_half(q) * q_sin
+        # causal by index, as the plain forward's mask: key j is seen from position p when j <= p and j is a token
+        keys = torch.arange(t, device=hidden_states.device)
+        mask = (keys[None, None, :] <= self.positions[:, :, None]) & self.attention_mask.bool()[:, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], scale=att.scaling, enable_gqa=True)
+        y = hidden_states[rows, self.positions] + att.o_proj(out.transpose(1, 2).reshape(b, s, -1))  # (b, s, d)
+        self.output = y + self.layer.mlp(self.layer.post_attention_layernorm(y))
+        return hidden_states
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@contextlib.contextmanager
+def last_layer_at(backbone: nn.Module, positions: torch.Tensor,
+                  attention_mask: torch.Tensor) -> Iterator[_AtPositions]:
+    """Within the block the backbone's last layer runs at ``positions`` (b, s) only; read ``.output`` (b, s, d)
+    after the forward, before the final norm (``backbone.norm``)."""
+    layers = backbone.layers
+    last = min(len(layers), backbone.config.num_hidden_layers) - 1
+    layer = layers[last]
+    top = _AtPositions(layer, positions, attention_mask)
+    layers[last] = top
+    try:
+        yield top
+    finally:
+        layers[last] = layer
