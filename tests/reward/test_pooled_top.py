@@ -104,3 +104,18 @@ def test_support_names_what_it_cannot_reproduce(tiny_causal_lm_dir, tiny_encoder
     assert "attention_dropout" in pooled_top.support(model.backbone, 64)
     encoder = MultiHeadRewardModel.from_backbone(str(tiny_encoder_dir), objectives)
     assert "is not one of" in pooled_top.support(encoder.backbone, 64)
+
+
+def test_forwards_from_several_threads_each_get_their_own_result(tiny_causal_lm_dir, tiny_tokenizer, objectives):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _model(tiny_causal_lm_dir, objectives, factored=True).eval()
+    _, batch, ends = _batch(tiny_tokenizer, "right")
+    inputs = [{k: v[i:i + 1] for k, v in {**batch, "question_end": ends}.items()} for i in range(len(PAIRS))]
+    with torch.no_grad():
+        alone = [model(**x).logits for x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda x: model(**x).logits, inputs * 8))
+    for i, logits in enumerate(together):
+        torch.testing.assert_close(logits, alone[i % len(PAIRS)], rtol=0, atol=1e-6)
+    assert all(type(m).__name__ == "LlamaDecoderLayer" for m in model.backbone.layers)

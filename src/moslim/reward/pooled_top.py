@@ -20,6 +20,7 @@ plain forward.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 SUPPORTED = ("LlamaModel", "MistralModel", "Qwen2Model")
+# one swapped forward at a time: a second thread's swap would wrap the first one's wrapper and could leave it installed
+_SWAP = threading.RLock()
 
 
 def support(backbone: nn.Module, tokens: int) -> str | None:
@@ -89,12 +92,13 @@ def last_layer_at(backbone: nn.Module, positions: torch.Tensor,
                   attention_mask: torch.Tensor) -> Iterator[_AtPositions]:
     """Within the block the backbone's last layer runs at ``positions`` (b, s) only; read ``.output`` (b, s, d)
     after the forward, before the final norm (``backbone.norm``)."""
-    layers = backbone.layers
-    last = min(len(layers), backbone.config.num_hidden_layers) - 1
-    layer = layers[last]
-    top = _AtPositions(layer, positions, attention_mask)
-    layers[last] = top
-    try:
-        yield top
-    finally:
-        layers[last] = layer
+    with _SWAP:
+        layers = backbone.layers
+        last = min(len(layers), backbone.config.num_hidden_layers) - 1
+        layer = layers[last]
+        top = _AtPositions(layer, positions, attention_mask)
+        layers[last] = top
+        try:
+            yield top
+        finally:
+            layers[last] = layer
