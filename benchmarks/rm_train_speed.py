@@ -228,16 +228,16 @@ def main() -> None:
               "matmul_gflops": {k: v / 1e9 for k, v in rates.items()}, "paths": {}}
     print(f"\n{n_rows} rows ({n_tokens} tokens), batches of {args.batch}, {n_layers} layers "
           f"({n_frozen} frozen in the cached path); median of {args.repeats} passes\n")
-    print(f"{'path':<24} {'ms/example':>11} {'bound ms':>9} {'x bound':>8} {'vs full fp32':>13}")
+    print(f"{'path':<32} {'ms/example':>11} {'bound ms':>9} {'x bound':>8} {'vs full fp32':>13}")
     base = statistics.median(times["full fp32"]) / n_rows
     for name, values in times.items():
         per = statistics.median(values) / n_rows
         bound = bounds[name] / n_rows
         report["paths"][name] = {"ms_per_example": 1e3 * per, "bound_ms_per_example": 1e3 * bound,
                                  "ratio_to_bound": per / bound, "speedup_vs_full_fp32": base / per}
-        print(f"{name:<24} {1e3 * per:>11.2f} {1e3 * bound:>9.2f} {per / bound:>8.2f} {base / per:>12.2f}x")
+        print(f"{name:<32} {1e3 * per:>11.2f} {1e3 * bound:>9.2f} {per / bound:>8.2f} {base / per:>12.2f}x")
     cache_per = cache_seconds / n_rows
-    print(f"{'cache (once)':<24} {1e3 * cache_per:>11.2f} {1e3 * cache_bound / n_rows:>9.2f} "
+    print(f"{'cache (once)':<32} {1e3 * cache_per:>11.2f} {1e3 * cache_bound / n_rows:>9.2f} "
           f"{cache_seconds / cache_bound:>8.2f}")
     top_per = statistics.median(times[CACHED]) / n_rows
     whole = {"full fp32": args.epochs * base, CACHED: cache_per + args.epochs * top_per}
