@@ -60,7 +60,8 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, as Llama's ``apply_rotary_pos_emb``: x (..., e), cos and sin broadcast to it."""
     half = x.size(-1) // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
@@ -167,7 +168,7 @@ class StaticDecoder:
         for index, (ln1, qkv_proj, o_proj, ln2, gate, up, down) in enumerate(self.layers):
             qkv = linear(_rms_norm(x, ln1, self.eps), *qkv_proj)
             # rotate queries and keys in one go: they are the first h + g heads of the fused projection
-            qk = _rotate(qkv[..., : (h + g) * e].view(n, s, h + g, e).transpose(1, 2), cos, sin)  # (n, h+g, s, e)
+            qk = rotate(qkv[..., : (h + g) * e].view(n, s, h + g, e).transpose(1, 2), cos, sin)  # (n, h+g, s, e)
             q, k = qk[:, :h], qk[:, h:]
             keys, values = write(index, k, qkv[..., (h + g) * e:].view(n, s, g, e).transpose(1, 2))
             if s == 1:

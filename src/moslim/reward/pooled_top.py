@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moslim.policy.fast_decode import rotate
+
 SUPPORTED = ("LlamaModel", "MistralModel", "Qwen2Model")
 # one swapped forward at a time: a second thread's swap would wrap the first one's wrapper and could leave it installed
 _SWAP = threading.RLock()
@@ -68,11 +70,11 @@ class _AtPositions(nn.Module):
         cos, sin = (c.expand(b, -1, -1) for c in position_embeddings)  # (b, t, e)
         k = att.k_proj(x).view(b, t, -1, e).transpose(1, 2)  # (b, g, t, e)
         v = att.v_proj(x).view(b, t, -1, e).transpose(1, 2)
-        k = k * cos[:, None] + _rotate_half(k) * sin[:, None]
+        k = rotate(k, cos[:, None], sin[:, None])
         s = self.positions.shape[1]
         q = att.q_proj(x[rows, self.positions]).view(b, s, -1, e).transpose(1, 2)  # (b, h, s, e)
         q_cos, q_sin = cos[rows, self.positions][:, None], sin[rows, self.positions][:, None]  # (b, 1, s, e)
-        q = q * q_cos + _rotate_half(q) * q_sin
+        q = rotate(q, q_cos, q_sin)
         # causal by index, as the plain forward's mask: key j is seen from position p when j <= p and j is a token
         keys = torch.arange(t, device=hidden_states.device)
         mask = (keys[None, None, :] <= self.positions[:, :, None]) & self.attention_mask.bool()[:, None, :]
@@ -80,11 +82,6 @@ class _AtPositions(nn.Module):
         y = hidden_states[rows, self.positions] + att.o_proj(out.transpose(1, 2).reshape(b, s, -1))  # (b, s, d)
         self.output = y + self.layer.mlp(self.layer.post_attention_layernorm(y))
         return hidden_states
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 @contextlib.contextmanager
