@@ -202,6 +202,23 @@ def test_fast_rollout_trains_the_policy(tmp_path, make_config, tiny_causal_lm_di
     assert all(s["time/generation"] > 0 for s in steps)
 
 
+@pytest.mark.parametrize("rollout", ["fast", "stock"])
+def test_frozen_layers_stay_put_while_the_rest_trains(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
+                                                      prompts_file, rollout):
+    config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run", "grpo", {"beta": 0.05})
+    config.train.rollout, config.policy.freeze_layers = rollout, 1
+    changed = _changed(tiny_causal_lm_dir, train_policy(config))
+    assert changed and all(k.startswith("model.layers.1.") or k == "model.norm.weight" for k in changed), changed
+    assert any(k.startswith("model.layers.1.mlp") for k in changed)
+
+
+def test_frozen_layers_are_checked_before_any_model_loads():
+    with pytest.raises(ValueError, match="LoRA already freezes"):
+        from_dict(RLConfig, {"policy": {"freeze_layers": 2, "lora": {"enabled": True}}}).check()
+    with pytest.raises(ValueError, match="policy.freeze_layers"):
+        from_dict(RLConfig, {"policy": {"freeze_layers": 0}})
+
+
 def test_time_limit_stops_after_a_step_with_a_checkpoint(tmp_path, make_config, tiny_causal_lm_dir, tiny_rm_dir,
                                                          prompts_file):
     config = make_config(tiny_causal_lm_dir, tiny_rm_dir, prompts_file, tmp_path / "run",

@@ -22,6 +22,9 @@ class PolicySection:
     model: str = "smollm2-135m-instruct"  # built-in name, local folder or hub id
     dtype: Literal["float32", "bfloat16"] = "float32"  # weights' dtype; TRL's `bf16` sets autocast
     lora: LoraSection = field(default_factory=LoraSection)
+    # Freeze the input embeddings (with tied weights, the output head too) and the first N layers: the update's
+    # backward stops at layer N (less time); null trains every weight
+    freeze_layers: int | None = bounded(None, low=1)
 
 
 @dataclass
@@ -115,6 +118,9 @@ class RLConfig:
         if self.train.algorithm != "ppo" and self.ppo != PPOSection():
             raise ValueError(f"the ppo section is set but train.algorithm is {self.train.algorithm!r}: set "
                              "train.algorithm=ppo, or drop the section")
+        if self.policy.freeze_layers and self.policy.lora.enabled:
+            raise ValueError(f"policy.freeze_layers={self.policy.freeze_layers} with policy.lora.enabled: LoRA already "
+                             "freezes the base weights; use one of them")
         if self.trl.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize" and (
                 self.train.algorithm != "grpo"):
             raise ValueError(f"trl.multi_objective_aggregation={self.trl['multi_objective_aggregation']!r} works with "

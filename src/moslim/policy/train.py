@@ -185,6 +185,13 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.policy.dtype))
+    if config.policy.freeze_layers:
+        from moslim.reward.frozen import freeze_prefix
+
+        freeze_prefix(model, config.policy.freeze_layers, "policy.freeze_layers")  # the optimizer takes the rest
+        log.info("policy: embeddings and layers 0-%d frozen, %.1fM of %.1fM weights train",
+                 config.policy.freeze_layers - 1, sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+                 sum(p.numel() for p in model.parameters()) / 1e6)
     lora = config.policy.lora
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                              target_modules=lora.target_modules, task_type="CAUSAL_LM") if lora.enabled else None

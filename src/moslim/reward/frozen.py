@@ -38,12 +38,12 @@ def layer_stack(backbone: torch.nn.Module) -> tuple[torch.nn.Module, str]:
     raise ValueError(f"found no list of {total} layers in {type(backbone).__name__}")
 
 
-def freeze_prefix(backbone: torch.nn.Module, n: int) -> None:
+def freeze_prefix(backbone: torch.nn.Module, n: int, field: str = "model.freeze_layers") -> None:
     """Freeze the input embeddings and the first ``n`` layers (the rest keep their requires_grad)."""
     owner, name = layer_stack(backbone)
     layers = getattr(owner, name)
     if not 1 <= n <= len(layers):
-        raise ValueError(f"model.freeze_layers {n} must be between 1 and the backbone's {len(layers)} layers")
+        raise ValueError(f"{field} {n} must be between 1 and the backbone's {len(layers)} layers")
     backbone.get_input_embeddings().requires_grad_(False)
     for layer in layers[:n]:
         layer.requires_grad_(False)
