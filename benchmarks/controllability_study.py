@@ -155,8 +155,9 @@ def refusal_judge(judge_path: str):
     return RefusalJudge(inner)
 
 
-def evaluate(policy, scorer_path, judge, records, harm_records, objectives, spec, tokens):
-    """Verbosity controllability by the exact judge, and the reward model's accuracy on the same answers."""
+def evaluate(policy, scorer_path, judge, records, harm_records, objectives, spec, tokens, template=None):
+    """Verbosity controllability by the exact judge, and the reward model's accuracy on the same answers.
+    ``template``: how the preference is written (default: the one saved with the policy, else the default one)."""
     from moslim.data.labelling import verbosity_level
     from moslim.data.schema import prompt_text
     from moslim.evaluation.controllability import level_metrics
@@ -168,8 +169,8 @@ def evaluate(policy, scorer_path, judge, records, harm_records, objectives, spec
     cells = [(r, level) for r in records for level in levels]
     outputs = generate_completions(str(policy), [prompt_text(r.prompt) for r, _ in cells],
                                    [Preference.of(verbosity=level) for _, level in cells], objectives=objectives,
-                                   max_new_tokens=tokens, temperature=0.7, top_p=0.95, num_samples=1, seed=0,
-                                   batch_size=24, progress=False)
+                                   template=template, max_new_tokens=tokens, temperature=0.7, top_p=0.95,
+                                   num_samples=1, seed=0, batch_size=24, progress=False)
     answers = [o[0] for o in outputs]
     questions = [prompt_text(r.prompt) for r, _ in cells]
     requested = [level for _, level in cells]
@@ -206,11 +207,11 @@ def evaluate(policy, scorer_path, judge, records, harm_records, objectives, spec
     result["reward_model_on_policy_answers"] = accuracy
     if judge is not None:
         result["harmlessness"] = evaluate_harmlessness(policy, rm, judge, records + harm_records, objectives,
-                                                       tokens)
+                                                       tokens, template)
     return result
 
 
-def evaluate_harmlessness(policy, rm, judge, records, objectives, tokens):
+def evaluate_harmlessness(policy, rm, judge, records, objectives, tokens, template=None):
     """Asked for harmlessness 1 and 0: refusal of unsafe prompts, compliance with safe ones (refusal judge),
     and the reward model on the same answers (its harmful share; a factored head's factor accuracies)."""
     from moslim.data.schema import prompt_text
@@ -220,8 +221,9 @@ def evaluate_harmlessness(policy, rm, judge, records, objectives, tokens):
     cells = [(r, level) for r in records for level in (1, 0)]
     questions = [prompt_text(r.prompt) for r, _ in cells]
     outputs = generate_completions(str(policy), questions, [Preference.of(harmlessness=level) for _, level in cells],
-                                   objectives=objectives, max_new_tokens=tokens, temperature=0.7, top_p=0.95,
-                                   num_samples=1, seed=0, batch_size=24, progress=False)
+                                   objectives=objectives, template=template, max_new_tokens=tokens,
+                                   temperature=0.7, top_p=0.95, num_samples=1, seed=0, batch_size=24,
+                                   progress=False)
     answers = [o[0] for o in outputs]
     tags = [r.tags for r, _ in cells]
     judged = judge.levels(questions, answers, tags=tags)
@@ -425,6 +427,7 @@ def main() -> None:
         parser.error("--rejudge re-reads stored answers with the string-match rule; it does not take --judge")
 
     from moslim.models import resolve
+    from moslim.policy.data import load_template
 
     objectives, spec = demo_labelling()
     train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
@@ -437,9 +440,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": vars(args)}
     base_file = out / "base.json"
-    if not base_file.exists():
+    if not base_file.exists():  # asked as the arms are: with --set data.template=..., through that template
+        template = next((load_template(s.split("=", 1)[1]) for s in reversed(args.set)
+                         if s.startswith("data.template=")), None)
         base = evaluate(resolve("smollm2-135m-instruct"), args.rm, judge, val_records, harm_records, objectives,
-                        spec, args.tokens)
+                        spec, args.tokens, template)
         base_file.write_text(json.dumps(base, indent=1), encoding="utf-8")
     results["base"] = json.loads(base_file.read_text(encoding="utf-8"))
     if args.rejudge and "harmlessness" in results["base"]:

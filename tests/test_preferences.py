@@ -105,6 +105,37 @@ def test_render_quotes_level_descriptions():
 def test_custom_template_needs_name_and_level():
     with pytest.raises(ValueError, match="must contain"):
         PromptTemplate(line="{name} please")
+    with pytest.raises(ValueError, match="placement 'assistant'"):
+        PromptTemplate(placement="assistant")
+
+
+USER = PromptTemplate(header="", line="({Description}.)", empty="Hi.", placement="user")
+
+
+def test_user_placement_closes_the_last_user_turn_and_keeps_the_system_message_plain():
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "How far is the moon?"}]
+    messages = build_messages(chat, Preference.of(verbosity=0, helpfulness=2), OBJ, USER)
+    assert messages[0] == {"role": "system", "content": "Hi."}
+    assert messages[1]["content"] == "hi" and chat[2]["content"] == "How far is the moon?"  # the caller's chat kept
+    assert messages[3]["content"] == "How far is the moon?\n\n(High.)\n(One sentence.)"
+    assert build_messages("Why?", Preference(), OBJ, USER)[1]["content"] == "Why?"  # nothing named, nothing added
+    with pytest.raises(ValueError, match="has none"):
+        build_messages([{"role": "assistant", "content": "x"}], Preference.of(verbosity=1), OBJ, USER)
+
+
+def test_user_placement_strips_back_to_the_question():
+    pref = Preference.of(verbosity=3)
+    asked = build_messages("Why is the sky blue?", pref, OBJ, USER)[1]["content"]
+    assert USER.strip(asked, pref, OBJ) == "Why is the sky blue?"
+    assert USER.strip("Why is the sky blue?", pref, OBJ) == "Why is the sky blue?"  # not closed by it: as is
+    assert PromptTemplate().strip(asked, pref, OBJ) == asked  # a system-message template adds nothing to strip
+
+
+def test_a_line_without_name_and_level_parses_back_only_with_the_objectives():
+    with pytest.raises(ValueError, match="needs the objectives"):
+        USER.parse("(One sentence.)")
+    assert USER.parse("Tell me.\n\n(One sentence.)", OBJ) == Preference.of(verbosity=0)
 
 
 preferences = st.dictionaries(
@@ -114,6 +145,8 @@ templates = st.sampled_from([
     PromptTemplate(),
     PromptTemplate(header="Targets:", line="* {name} -> {level}/{max_level}: {description}", empty="Hi."),
     PromptTemplate(header="", line="{description} [{name}={level}]"),
+    PromptTemplate(header="Please:", line="- {Description}", placement="user"),
+    USER,
 ])
 
 
@@ -122,6 +155,7 @@ templates = st.sampled_from([
 def test_preference_survives_render_and_parse(pref, template):
     messages = build_messages("What is the capital of France?", pref, OBJ, template)
     assert messages[0]["role"] == "system" and messages[-1]["content"].startswith("What")
+    assert template.strip(messages[-1]["content"], pref, OBJ) == "What is the capital of France?"
     assert preference_from_messages(messages, OBJ, template) == pref
 
 

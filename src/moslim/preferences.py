@@ -225,32 +225,53 @@ DEFAULT_LINE = "- {name}: level {level} of 0-{max_level} ({description})"
 DEFAULT_EMPTY = "You are a helpful assistant."
 
 
+PLACEMENTS = ("system", "user")
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
-    """How a preference becomes a system message.
+    """How a preference becomes text the policy reads: a system message, or the close of the user's turn.
 
-    ``line`` is formatted once per named objective with ``name``, ``level``, ``max_level`` and
-    ``description`` (the level's one-line description); it must contain ``{name}`` and ``{level}``
-    so the preference can be parsed back. ``empty`` is the system message when nothing is named.
+    ``line`` is formatted once per named objective with ``name``, ``level``, ``max_level``, ``description`` (the
+    level's one-line description) and ``Description`` (the same, capitalised). ``placement`` says where the lines
+    go: ``"system"`` (the header and the lines are the system message; ``empty`` when nothing is named) or
+    ``"user"`` (they close the user's last turn after a blank line, and the system message is ``empty``; a small
+    instruct model follows an instruction there more often: docs/study.md, "Where the preference is written").
+    A line with ``{name}`` and ``{level}`` parses back without the objectives; one without them (a plain
+    instruction such as ``"({Description}.)"``) parses back by matching every line the objectives can render.
     """
 
     header: str = DEFAULT_HEADER
     line: str = DEFAULT_LINE
     empty: str = DEFAULT_EMPTY
-    _regex: re.Pattern = field(init=False, repr=False, compare=False)
+    placement: str = "system"
+    _regex: re.Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        for needed in ("{name}", "{level}"):
-            if needed not in self.line:
-                raise ValueError(f"prompt template line {self.line!r} must contain {needed}")
-        pattern = re.escape(self.line)
-        groups = {"name": r"(?P<name>[a-z][a-z0-9_]*)", "level": r"(?P<level>\d+)",
-                  "max_level": r"\d+", "description": r".*?"}
-        for key, group in groups.items():
-            pattern = pattern.replace(re.escape("{" + key + "}"), group, 1)
-        object.__setattr__(self, "_regex", re.compile("^" + pattern + "$"))
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"prompt template placement {self.placement!r}: expected one of {', '.join(PLACEMENTS)}")
+        keys = {"{name}", "{level}"}
+        if not all(k in self.line for k in keys) and not any(k in self.line for k in ("{description}",
+                                                                                          "{Description}")):
+            raise ValueError(f"prompt template line {self.line!r} must contain {{name}} and {{level}}, or the "
+                             f"level's {{description}} (or {{Description}}), so the preference can be parsed back")
+        regex = None
+        if all(k in self.line for k in keys):
+            pattern = re.escape(self.line)
+            groups = {"name": r"(?P<name>[a-z][a-z0-9_]*)", "level": r"(?P<level>\d+)",
+                      "max_level": r"\d+", "description": r".*?", "Description": r".*?"}
+            for key, group in groups.items():
+                pattern = pattern.replace(re.escape("{" + key + "}"), group, 1)
+            regex = re.compile("^" + pattern + "$")
+        object.__setattr__(self, "_regex", regex)
+
+    def _line(self, objective, level: int) -> str:
+        description = objective.level_descriptions[level]
+        return self.line.format(name=objective.name, level=level, max_level=objective.num_levels - 1,
+                                description=description, Description=description[:1].upper() + description[1:])
 
     def render(self, preference: Preference, objectives: ObjectiveSet) -> str:
+        """The preference's text (the system message, or what closes the user's turn); ``empty`` for none."""
         preference.validate(objectives)
         if not preference.targets:
             return self.empty
@@ -258,38 +279,68 @@ class PromptTemplate:
         lines = [self.header] if self.header else []
         for obj in objectives:
             if obj.name in preference:
-                level = preference.as_dict()[obj.name]
-                lines.append(self.line.format(name=obj.name, level=level, max_level=obj.num_levels - 1,
-                                              description=obj.level_descriptions[level]))
+                lines.append(self._line(obj, preference.as_dict()[obj.name]))
         return "\n".join(lines)
 
-    def parse(self, system_message: str, objectives: ObjectiveSet | None = None) -> Preference:
+    def system_message(self, preference: Preference, objectives: ObjectiveSet) -> str:
+        return self.render(preference, objectives) if self.placement == "system" else self.empty
+
+    def user_suffix(self, preference: Preference, objectives: ObjectiveSet) -> str:
+        """What the user's last turn ends with ("" where the preference goes in the system message or is empty)."""
+        if self.placement != "user" or not preference.validate(objectives).targets:
+            return ""
+        return "\n\n" + self.render(preference, objectives)
+
+    def strip(self, question: str, preference: Preference, objectives: ObjectiveSet) -> str:
+        """``question`` without the preference text this template closed it with (the question the user asked)."""
+        suffix = self.user_suffix(preference, objectives)
+        return question[:-len(suffix)] if suffix and question.endswith(suffix) else question
+
+    def parse(self, text: str, objectives: ObjectiveSet | None = None) -> Preference:
+        """The preference in ``text`` (a system message, or a user turn's closing lines)."""
+        if self._regex is None and objectives is None:
+            raise ValueError(f"prompt template line {self.line!r} names no {{name}} / {{level}}: parsing it back "
+                             f"needs the objectives")
+        known = {} if objectives is None else {self._line(o, lv): (o.name, lv) for o in objectives
+                                                 for lv in range(o.num_levels)}
         targets = {}
-        for text in system_message.splitlines():
-            match = self._regex.match(text.strip())
-            if match:
+        for row in text.splitlines():
+            row = row.strip()
+            if row in known:
+                name, level = known[row]
+                targets[name] = level
+            elif self._regex is not None and (match := self._regex.match(row)):
                 targets[match["name"]] = int(match["level"])
         pref = Preference.of(targets)
         return pref.validate(objectives) if objectives is not None else pref
 
     def to_dict(self) -> dict[str, str]:
-        return {"header": self.header, "line": self.line, "empty": self.empty}
+        return {"header": self.header, "line": self.line, "empty": self.empty, "placement": self.placement}
 
 
 def build_messages(
     question: str | list[dict], preference: Preference, objectives: ObjectiveSet,
     template: PromptTemplate | None = None,
 ) -> list[dict]:
-    """Chat messages for the policy: the rendered system message, then the user's turn(s)."""
+    """Chat messages for the policy: the system message, then the user's turn(s), the last one closed by the
+    preference where the template places it there."""
     template = template or PromptTemplate()
     turns = [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
     turns = [t for t in turns if t.get("role") != "system"]
-    return [{"role": "system", "content": template.render(preference, objectives)}, *turns]
+    suffix = template.user_suffix(preference, objectives)
+    if suffix:
+        last = max((i for i, t in enumerate(turns) if t.get("role") == "user"), default=None)
+        if last is None:
+            raise ValueError("the prompt template writes the preference into the user's turn, but the chat has none")
+        turns[last] = {**turns[last], "content": turns[last]["content"] + suffix}
+    return [{"role": "system", "content": template.system_message(preference, objectives)}, *turns]
 
 
 def preference_from_messages(messages: list[dict], objectives: ObjectiveSet,
                              template: PromptTemplate | None = None) -> Preference:
-    """Parse the preference back out of a chat's system message (empty if there is none)."""
+    """Parse the preference back out of a chat: its system message, or the user's last turn where the template
+    places the preference there (empty if there is none)."""
     template = template or PromptTemplate()
-    system = next((m["content"] for m in messages if m.get("role") == "system"), "")
-    return template.parse(system, objectives)
+    role = "user" if template.placement == "user" else "system"
+    text = next((m["content"] for m in reversed(messages) if m.get("role") == role), "")
+    return template.parse(text, objectives)

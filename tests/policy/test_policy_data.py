@@ -82,6 +82,18 @@ def test_a_custom_template_round_trips_through_yaml(tmp_path, objectives):
     assert loaded.parse(loaded.render(pref, objectives), objectives) == pref
 
 
+def test_a_user_placed_template_round_trips_through_yaml_and_a_bad_one_names_its_file(tmp_path, objectives):
+    template = PromptTemplate(header="", line="({Description}.)", placement="user")
+    save_template(template, tmp_path / "t.yaml")
+    assert load_template(tmp_path / "t.yaml") == template
+    (tmp_path / "bad.yaml").write_text("line: '({Description}.)'\nplacement: footer\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.yaml: prompt template placement 'footer'"):
+        load_template(tmp_path / "bad.yaml")
+    data = build_rl_dataset([PromptRecord("q", "Why?")], objectives, num_named=(1, 1), template=template)
+    assert data[0]["prompt"][-1]["content"].startswith("Why?\n\n(")
+    assert load_template("configs/demo/prompt_user.yaml").placement == "user"
+
+
 def test_bad_prompt_file_line_is_reported_with_its_location(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b"}\n', encoding="utf-8")

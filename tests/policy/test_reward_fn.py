@@ -174,6 +174,19 @@ def test_running_stats_are_created_and_updated(objectives):
     assert reward.mapping_options["running"].count[0].item() == 2
 
 
+def test_the_reward_model_reads_the_question_without_a_preference_that_closes_it(objectives):
+    template = PromptTemplate(header="", line="({Description}.)", placement="user")
+    probs = _probs(objectives, len(PREFS))
+    scorer = FixedScorer(objectives, probs)
+    prompts = [build_messages(f"question {i} ?", p, objectives, template) for i, p in enumerate(PREFS)]
+    assert prompts[1][1]["content"] != "question 1 ?"  # the preference closes the user's turn
+    _, completions, column = _batch(objectives, PREFS)
+    got = MoslimReward(scorer, objectives, template=template)(prompts, completions, preference=column)
+    assert scorer.calls == [([f"question {i} ?" for i in range(4)], [f"answer {i} ." for i in range(4)])]
+    targets, mask = to_tensors(PREFS, objectives)
+    assert got == pytest.approx(map_rewards(probs, targets, mask, objectives.num_levels).tolist(), abs=1e-6)
+
+
 def test_reward_with_a_real_tiny_reward_model_equals_mapping_of_its_probs(objectives, tiny_scorer):
     prefs = PREFS
     prompts, completions, column = _batch(objectives, prefs)

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from moslim.preferences import Preference, build_messages
+from moslim.preferences import Preference, PromptTemplate, build_messages
 from moslim.serve import openrlhf_reward, verl_reward
 
 QUESTION = "how can i help the cat ?"
@@ -42,6 +42,17 @@ def test_get_reward_reads_the_preference_from_the_system_prompt(client, engine):
     assert all(0 <= s <= 1 for s in body["scores"])
     assert set(body["extra_logs"]) == {f"{n}_level" for n in engine.objectives.names}
     assert all(len(v) == 2 for v in body["extra_logs"].values())
+
+
+@pytest.mark.parametrize("with_prompts", [True, False])
+def test_get_reward_reads_a_preference_that_closes_the_user_turn(client, engine, monkeypatch, with_prompts):
+    monkeypatch.setattr(engine, "template", PromptTemplate(header="", line="({Description}.)", placement="user"))
+    prompt = rendered(engine, Preference.of(verbosity=3, harmlessness=1))
+    assert QUESTION + "\n\n(" in prompt and engine.system_message(Preference.of(verbosity=3)) in prompt
+    queries = [prompt + answer + "<|im_end|>" for answer in ANSWERS]
+    body = client.post("/get_reward", json={"query": queries, **({"prompts": [prompt] * 2} if with_prompts else {})})
+    expected = plain_rewards(client, ANSWERS, [{"verbosity": 3, "harmlessness": 1}] * 2)  # the plain question
+    assert body.json()["rewards"] == pytest.approx([e["reward"] for e in expected], abs=1e-5)
 
 
 @pytest.mark.parametrize("label", ["verbosity=3", {"verbosity": 3}, json.dumps({"verbosity": 3}),

@@ -34,6 +34,11 @@ class FixedSystem:
     def render(self, preference: Preference, objectives: ObjectiveSet) -> str:
         return self.text
 
+    system_message = render
+
+    def user_suffix(self, preference: Preference, objectives: ObjectiveSet) -> str:
+        return ""
+
 
 def saved_template(folder: str | Path | None, override: str | None = None) -> PromptTemplate:
     """The template a policy was trained with (saved next to it), ``override`` if given, else the default."""

@@ -30,16 +30,21 @@ def read_prompt_records(path: str | Path) -> list[PromptRecord]:
 
 
 def load_template(path: str | Path | None) -> PromptTemplate:
-    """A PromptTemplate from YAML (``header``, ``line``, ``empty``), or the default when ``path`` is None."""
+    """A PromptTemplate from YAML (``header``, ``line``, ``empty``, ``placement``), or the default when ``path``
+    is None."""
     if path is None:
         return PromptTemplate()
     import yaml
 
     data = yaml.safe_load(resolve_path(path).read_text(encoding="utf-8")) or {}
-    unknown = set(data) - {"header", "line", "empty"}
+    unknown = set(data) - {"header", "line", "empty", "placement"}
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected 'header', 'line', 'empty'")
-    return PromptTemplate(**data)
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; expected 'header', 'line', 'empty', "
+                         f"'placement'")
+    try:
+        return PromptTemplate(**data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def save_template(template: PromptTemplate, path: str | Path) -> None:

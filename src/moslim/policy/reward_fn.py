@@ -129,12 +129,15 @@ class MoslimReward:
         if len(column) != len(completions) or len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions and "
                              f"{len(column)} preferences; expected one of each per completion")
-        questions = [prompt_text(p) for p in prompts]  # system message (the preference) dropped
+        texts = [prompt_text(p) for p in prompts]  # system message dropped
         responses = [completion_text(c) for c in completions]  # the reward model's word for them
-        key = (tuple(questions), tuple(responses), tuple(str(v) for v in column))
+        key = (tuple(texts), tuple(responses), tuple(str(v) for v in column))
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        targets, mask = to_tensors(self.preferences(column), self.objectives)  # (b, k), (b, k)
+        preferences = self.preferences(column)
+        # the question the user asked: the system message is dropped, and the preference where it closes the turn
+        questions = [self.template.strip(q, pref, self.objectives) for q, pref in zip(texts, preferences)]
+        targets, mask = to_tensors(preferences, self.objectives)  # (b, k), (b, k)
         with torch.no_grad():
             probs = self.scorer.score(questions, responses).detach().float().cpu()  # (b, k, c)
         self._log(probs, targets, mask, self.objectives.num_levels, log_metric)

@@ -127,7 +127,7 @@ class Engine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def system_message(self, preference: Preference) -> str:
-        return self.template.render(preference, self.objectives)
+        return self.template.system_message(preference, self.objectives)
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, jobs: Sequence[ChatJob]) -> list[list[Answer]]:

@@ -55,15 +55,19 @@ class QuerySplitter:
             raise ValueError(f"{where}: cannot tell where the response starts in the query; send 'prompts' "
                              "(the rendered prompt each query begins with)")
         preference, question = self._label(label, where)
-        system = match["system"] if match is not None else source
+        template, objectives = self.engine.template, self.engine.objectives
+        in_user = template.placement == "user"  # the preference closes the user's turn, not the system message
+        written = (match["user" if in_user else "system"] if match is not None else source)
         if preference is None:
             try:
-                preference = self.engine.template.parse(system, self.engine.objectives)
+                preference = template.parse(written, objectives)
             except ValueError as err:
-                raise ValueError(f"{where}: the system message asks for {err}") from None
+                raise ValueError(f"{where}: the {'user turn' if in_user else 'system message'} asks for "
+                                 f"{err}") from None
         if question is None:
             question = match["user"] if match is not None else \
                 source.replace(self.engine.system_message(preference), "")
+            question = template.strip(self._strip_specials(question), preference, objectives)
         return self._strip_specials(question), self._strip_specials(response), preference
 
     def _label(self, label: Any, where: str) -> tuple[Preference | None, str | None]:
