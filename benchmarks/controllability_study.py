@@ -121,6 +121,18 @@ def demo_labelling():
     return objectives, load_labelling(path, objectives)
 
 
+def verbosity_cells(validation: int):
+    """The study's validation prompts at every verbosity level: (objectives, spec, cells, questions, requested,
+    groups), one cell (record, level) a row."""
+    from moslim.data.schema import prompt_text
+
+    objectives, spec = demo_labelling()
+    _, records, _ = split_prompts(0, validation)
+    cells = [(r, lv) for r in records for lv in range(objectives["verbosity"].num_levels)]
+    return (objectives, spec, cells, [prompt_text(r.prompt) for r, _ in cells], [lv for _, lv in cells],
+            [r.id for r, _ in cells])
+
+
 def split_prompts(seed: int, validation: int, harm_validation: int = 0):
     """RL prompts, validation prompts and extra harmlessness validation prompts, all from the demo's training
     prompt set (disjoint). The extra ones (3/4 unsafe) are drawn from the prompts whose base-policy answers are

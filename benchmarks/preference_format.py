@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controllability_study import demo_labelling, split_prompts  # noqa: E402
+from controllability_study import verbosity_cells  # noqa: E402
 
 from moslim.evaluation.controllability import bootstrap_ci, hit_rate, spearman  # noqa: E402
 
@@ -57,17 +57,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from moslim.data.labelling import verbosity_level
-    from moslim.data.schema import prompt_text
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
 
-    objectives, spec = demo_labelling()
+    objectives, spec, cells, questions, requested, groups = verbosity_cells(args.validation)
     levels = objectives["verbosity"].num_levels
-    _, records, _ = split_prompts(0, args.validation)
-    cells = [(r, lv) for r in records for lv in range(levels)]
-    questions = [prompt_text(r.prompt) for r, _ in cells]
-    requested = np.asarray([lv for _, lv in cells])
-    groups = [r.id for r, _ in cells]
+    requested = np.asarray(requested)
     result = {}
     for policy in args.policy:
         achieved = {}

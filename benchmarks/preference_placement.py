@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controllability_study import demo_labelling, split_prompts  # noqa: E402
+from controllability_study import verbosity_cells  # noqa: E402
 
 from moslim.evaluation.controllability import bootstrap_ci, hit_rate, spearman  # noqa: E402
 from moslim.policy.data import load_template  # noqa: E402
@@ -69,17 +69,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from moslim.data.labelling import verbosity_level
-    from moslim.data.schema import prompt_text
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
 
-    objectives, spec = demo_labelling()
+    objectives, spec, cells, questions, requested, groups = verbosity_cells(args.validation)
     levels = objectives["verbosity"].num_levels
-    _, records, _ = split_prompts(0, args.validation)
-    cells = [(r, lv) for r in records for lv in range(levels)]
-    questions = [prompt_text(r.prompt) for r, _ in cells]
-    requested = np.repeat([lv for _, lv in cells], args.samples)
-    groups = [r.id for r, _ in cells for _ in range(args.samples)]
+    requested = np.repeat(requested, args.samples)  # each cell's answers one after another
+    groups = [g for g in groups for _ in range(args.samples)]
     achieved, words = {}, {}
     for name in args.templates:
         outputs = generate_completions(args.policy, questions, [Preference.of(verbosity=lv) for _, lv in cells],
