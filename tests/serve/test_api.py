@@ -48,6 +48,22 @@ def test_preference_is_rendered_into_the_system_message_as_in_training(client, e
         engine.tokenizer(training, add_special_tokens=False)["input_ids"]
 
 
+def test_a_user_placed_preference_closes_the_last_user_turn_as_in_training(client, engine, monkeypatch):
+    from moslim.policy.generate import render_prompts
+    from moslim.preferences import PromptTemplate
+
+    monkeypatch.setattr(engine, "template", PromptTemplate(header="", line="({Description}.)", empty="Hi.",
+                                                           placement="user"))
+    pref = Preference.of(verbosity=1)
+    body = client.post("/v1/chat/completions", json={**ASK, "preferences": {"verbosity": 1}}).json()
+    line = engine.template.render(pref, engine.objectives)
+    assert body["moslim"]["system_message"] == "Hi." and body["moslim"]["user_suffix"] == line
+    turns = [{"role": "user", "content": ASK["messages"][0]["content"]}]
+    training = render_prompts(engine.tokenizer, [turns], [pref], engine.objectives, engine.template)[0]
+    assert ASK["messages"][0]["content"] + "\n\n" + line in training
+    assert engine.prompt_ids(turns, pref) == engine.tokenizer(training, add_special_tokens=False)["input_ids"]
+
+
 def test_preference_lines_in_a_system_message_are_read_when_no_preferences_field(client, engine):
     system = engine.template.render(Preference.of(harmlessness=1), engine.objectives)
     messages = [{"role": "system", "content": system}, ASK["messages"][0]]

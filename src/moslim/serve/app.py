@@ -114,7 +114,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     async def chat(body: ChatRequest, request: Request):
         job, preference = _chat_job(engine, settings, body)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.model_name}
-        moslim = {"preferences": preference.as_dict(), "system_message": engine.system_message(preference)}
+        moslim = {"preferences": preference.as_dict(), "system_message": engine.system_message(preference),
+                  "user_suffix": engine.template.user_suffix(preference, engine.objectives).strip()}
         if body.stream:
             queue: asyncio.Queue = asyncio.Queue()
             loop = asyncio.get_running_loop()

@@ -107,7 +107,10 @@ async function ask(node, question) {
       if (line === "[DONE]") { node.dataset.done = "1"; continue; }
       const chunk = JSON.parse(line);
       if (chunk.error) throw new Error(chunk.error.message);
-      if (chunk.moslim) $(".system pre", node).textContent = chunk.moslim.system_message;
+      if (chunk.moslim) {
+        const { system_message: system, user_suffix: suffix } = chunk.moslim;
+        $(".system pre", node).textContent = suffix ? `${system}\n\n(closing the user's turn)\n${suffix}` : system;
+      }
       for (const choice of chunk.choices || []) {
         if (choice.delta && choice.delta.content) {
           answer.textContent += choice.delta.content;
