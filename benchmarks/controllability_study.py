@@ -319,6 +319,16 @@ def harm_change(base: dict, after: dict) -> dict:
     return out
 
 
+def arm_template(overrides: list[str]):
+    """The prompt template the trained arms ask through (configs/demo/rl.yaml's ``data.template`` with the
+    ``--set`` overrides), so the base model is asked in the same words."""
+    from moslim.config import load_config
+    from moslim.policy.data import load_template
+    from moslim.policy.train import RLConfig
+
+    return load_template(load_config(RLConfig, "configs/demo/rl.yaml", overrides).data.template)
+
+
 def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):
     from moslim.baselines.soups import interpolate
     from moslim.config import load_config
@@ -439,7 +449,6 @@ def main() -> None:
         parser.error("--rejudge re-reads stored answers with the string-match rule; it does not take --judge")
 
     from moslim.models import resolve
-    from moslim.policy.data import load_template
 
     objectives, spec = demo_labelling()
     train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
@@ -452,11 +461,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {"settings": vars(args)}
     base_file = out / "base.json"
-    if not base_file.exists():  # asked as the arms are: with --set data.template=..., through that template
-        template = next((load_template(s.split("=", 1)[1]) for s in reversed(args.set)
-                         if s.startswith("data.template=")), None)
+    if not base_file.exists():
         base = evaluate(resolve("smollm2-135m-instruct"), args.rm, judge, val_records, harm_records, objectives,
-                        spec, args.tokens, template)
+                        spec, args.tokens, arm_template(args.set))
         base_file.write_text(json.dumps(base, indent=1), encoding="utf-8")
     results["base"] = json.loads(base_file.read_text(encoding="utf-8"))
     if args.rejudge and "harmlessness" in results["base"]:
