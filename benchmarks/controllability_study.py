@@ -329,6 +329,23 @@ def arm_template(overrides: list[str]):
     return load_template(load_config(RLConfig, "configs/demo/rl.yaml", overrides).data.template)
 
 
+def arm_objectives(overrides: list[str], objectives):
+    """The objective set the arms' prompts are rendered with: the RL config's ``data.objectives`` (the same
+    objectives and levels, worded otherwise) where the ``--set`` overrides name one, else ``objectives``."""
+    from moslim.config import load_config
+    from moslim.objectives import ObjectiveSet
+    from moslim.paths import resolve_path
+    from moslim.policy.train import RLConfig
+
+    path = load_config(RLConfig, "configs/demo/rl.yaml", overrides).data.objectives
+    if path is None:
+        return objectives
+    wanted = ObjectiveSet.from_yaml(resolve_path(path))
+    if wanted.names != objectives.names or wanted.num_levels.tolist() != objectives.num_levels.tolist():
+        raise ValueError(f"data.objectives ({path}: {wanted}) does not match the demo's objectives {objectives}")
+    return wanted
+
+
 def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):
     from moslim.baselines.soups import interpolate
     from moslim.config import load_config
@@ -451,6 +468,7 @@ def main() -> None:
     from moslim.models import resolve
 
     objectives, spec = demo_labelling()
+    objectives = arm_objectives(args.set, objectives)  # the base model is asked in the arms' words
     train_records, val_records, harm_records = split_prompts(0, args.validation, args.harm_validation)
     if args.rl_prompts == "all":  # in the file's order, as the demo's RL stage reads them
         from moslim.policy.data import read_prompt_records
