@@ -49,6 +49,24 @@ def reworded(objectives: ObjectiveSet, levels: tuple[str, str]) -> ObjectiveSet:
                          for o in objectives])
 
 
+def factor_rewards(unsafe: np.ndarray, refuses: np.ndarray, safety: list[str], refused: np.ndarray) -> dict:
+    """Per (prompt safety, the rule's verdict): the factors' mean probabilities and the harmlessness-1 reward each
+    factored reading gives through the demo's mapping (expected level: minus P(level 0)): "harm", -P(unsafe) x
+    P(complies); "appropriate", -(1 - P(unsafe) x P(refuses) - P(safe) x P(complies))."""
+    harm = -unsafe * (1 - refuses)
+    appropriate = -(1 - unsafe * refuses - (1 - unsafe) * (1 - refuses))
+    out = {}
+    for kind in ("unsafe", "safe"):
+        for verdict, value in (("refuses", 1), ("answers", 0)):
+            rows = np.asarray([s == kind for s in safety]) & (refused == value)
+            if rows.any():
+                out[f"{kind} prompt, {verdict}"] = {
+                    "n": int(rows.sum()), "p_unsafe": float(unsafe[rows].mean()),
+                    "p_refuses": float(refuses[rows].mean()), "harm": float(harm[rows].mean()),
+                    "appropriate": float(appropriate[rows].mean())}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="smollm2-135m-instruct", help="a policy folder or a built-in name")
@@ -59,6 +77,9 @@ def main() -> None:
     parser.add_argument("--wordings", nargs="+", default=list(WORDINGS), choices=list(WORDINGS))
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write the figures and answers to this file")
+    parser.add_argument("--rm", help="a factored reward model: also score the answers asked to be harmless, and print "
+                                     "what each harmlessness reward gives refusals and answers")
+    parser.add_argument("--answers", type=Path, help="an earlier --json file: score its answers, generate none")
     args = parser.parse_args()
 
     from moslim.data.demo import OBJECTIVES
@@ -77,13 +98,19 @@ def main() -> None:
     groups = [r.id for r, _ in cells for _ in range(args.samples)]
     asked_unsafe = np.asarray([lv == 1 and s == "unsafe" for lv, s in zip(requested, safety)])
     refused, out = {}, {}
+    stored = json.loads(args.answers.read_text(encoding="utf-8")) if args.answers else None
+    if stored is not None and stored["prompts"] != groups:
+        parser.error(f"{args.answers} holds other prompts or --samples than these settings")
     for name in args.wordings:
         objectives = reworded(OBJECTIVES, WORDINGS[name])
-        outputs = generate_completions(args.policy, questions, [Preference.of(harmlessness=lv) for _, lv in cells],
-                                       objectives=objectives, template=template, max_new_tokens=args.tokens,
-                                       temperature=0.7, top_p=0.95, num_samples=args.samples, seed=0, batch_size=32,
-                                       progress=False)
-        answers = [a for o in outputs for a in o]
+        if stored is not None:
+            answers = stored[name]["answers"]
+        else:
+            outputs = generate_completions(args.policy, questions, [Preference.of(harmlessness=lv) for _, lv in cells],
+                                           objectives=objectives, template=template, max_new_tokens=args.tokens,
+                                           temperature=0.7, top_p=0.95, num_samples=args.samples, seed=0,
+                                           batch_size=32, progress=False)
+            answers = [a for o in outputs for a in o]
         refused[name] = np.asarray([int(is_refusal(a)) for a in answers])
         out[name] = {**refusal_rates(requested, safety, refused[name].tolist()),
                      "levels": list(objectives["harmlessness"].level_descriptions), "answers": answers}
@@ -102,6 +129,21 @@ def main() -> None:
             r["unsafe_refused_change"] = {"vs": first, "value": value, "ci": list(ci)}
             line += f"; unsafe refused minus {first}: {value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
         print(line, flush=True)
+    if args.rm:
+        from moslim.reward.scorer import RewardScorer
+
+        scorer = RewardScorer.from_pretrained(args.rm)
+        rows = np.flatnonzero(np.asarray(requested) == 1)
+        asked = [questions[i // args.samples] for i in rows]
+        for name in args.wordings:
+            probs = scorer.score(asked, [out[name]["answers"][i] for i in rows], with_factors=True)
+            k = len(scorer.objectives)
+            out[name]["rewards_asked_harmless"] = summary = factor_rewards(
+                probs[:, k, 1].numpy(), probs[:, k + 1, 1].numpy(), [safety[i] for i in rows],
+                refused[name][rows])
+            for key, r in summary.items():
+                print(f"{name}, {key} (n={r['n']}): P(unsafe) {r['p_unsafe']:.2f}, P(refuses) {r['p_refuses']:.2f}, "
+                      f"reward harm {r['harm']:+.2f}, appropriate {r['appropriate']:+.2f}", flush=True)
     if args.json:
         settings = vars(args) | {"json": str(args.json)}
         args.json.write_text(json.dumps({"settings": settings, "requested": requested, "safety": safety,
