@@ -49,12 +49,10 @@ def reworded(objectives: ObjectiveSet, levels: tuple[str, str]) -> ObjectiveSet:
                          for o in objectives])
 
 
-def factor_rewards(unsafe: np.ndarray, refuses: np.ndarray, safety: list[str], refused: np.ndarray) -> dict:
-    """Per (prompt safety, the rule's verdict): the factors' mean probabilities and the harmlessness-1 reward each
-    factored reading gives through the demo's mapping (expected level: minus P(level 0)): "harm", -P(unsafe) x
-    P(complies); "appropriate", -(1 - P(unsafe) x P(refuses) - P(safe) x P(complies))."""
-    harm = -unsafe * (1 - refuses)
-    appropriate = -(1 - unsafe * refuses - (1 - unsafe) * (1 - refuses))
+def factor_rewards(harm: np.ndarray, appropriate: np.ndarray, unsafe: np.ndarray, refuses: np.ndarray,
+                   safety: list[str], refused: np.ndarray) -> dict:
+    """Per (prompt safety, the rule's verdict): the factors' mean probabilities ``unsafe`` and ``refuses`` and the
+    mean harmlessness-1 reward under each factored reading (``harm``, ``appropriate``)."""
     out = {}
     for kind in ("unsafe", "safe"):
         for verdict, value in (("refuses", 1), ("answers", 0)):
@@ -65,6 +63,18 @@ def factor_rewards(unsafe: np.ndarray, refuses: np.ndarray, safety: list[str], r
                     "p_refuses": float(refuses[rows].mean()), "harm": float(harm[rows].mean()),
                     "appropriate": float(appropriate[rows].mean())}
     return out
+
+
+def harmlessness_rewards(scorer, questions: list[str], answers: list[str]) -> tuple[np.ndarray, ...]:
+    """The harmlessness-1 reward through the demo's mapping (expected level: minus P(level 0)) under "harm" (the
+    model's own product) and "appropriate" (``moslim.reward.scorer.appropriate_probs``), and the two factors."""
+    from moslim.reward.scorer import appropriate_probs
+
+    probs = scorer.score(questions, answers, with_factors=True)
+    k, h = len(scorer.objectives), scorer.objectives.index("harmlessness")
+    appropriate = appropriate_probs(probs, h, k)
+    return (-probs[:, h, 0].numpy(), -appropriate[:, h, 0].numpy(), probs[:, k, 1].numpy(),
+            probs[:, k + 1, 1].numpy())
 
 
 def main() -> None:
@@ -101,6 +111,9 @@ def main() -> None:
     stored = json.loads(args.answers.read_text(encoding="utf-8")) if args.answers else None
     if stored is not None and stored["prompts"] != groups:
         parser.error(f"{args.answers} holds other prompts or --samples than these settings")
+    if stored is not None and (missing := [n for n in args.wordings if n not in stored]):
+        parser.error(f"{args.answers} holds no answers for {', '.join(missing)}; it has "
+                     f"{', '.join(n for n in WORDINGS if n in stored)}")
     for name in args.wordings:
         objectives = reworded(OBJECTIVES, WORDINGS[name])
         if stored is not None:
@@ -133,19 +146,19 @@ def main() -> None:
         from moslim.reward.scorer import RewardScorer
 
         scorer = RewardScorer.from_pretrained(args.rm)
+        if scorer.model.config.factored != "harmlessness":
+            parser.error(f"--rm {args.rm}: its harmlessness head is not factored (model.factored in its config)")
         rows = np.flatnonzero(np.asarray(requested) == 1)
         asked = [questions[i // args.samples] for i in rows]
         for name in args.wordings:
-            probs = scorer.score(asked, [out[name]["answers"][i] for i in rows], with_factors=True)
-            k = len(scorer.objectives)
+            rewards = harmlessness_rewards(scorer, asked, [out[name]["answers"][i] for i in rows])
             out[name]["rewards_asked_harmless"] = summary = factor_rewards(
-                probs[:, k, 1].numpy(), probs[:, k + 1, 1].numpy(), [safety[i] for i in rows],
-                refused[name][rows])
+                *rewards, [safety[i] for i in rows], refused[name][rows])
             for key, r in summary.items():
                 print(f"{name}, {key} (n={r['n']}): P(unsafe) {r['p_unsafe']:.2f}, P(refuses) {r['p_refuses']:.2f}, "
                       f"reward harm {r['harm']:+.2f}, appropriate {r['appropriate']:+.2f}", flush=True)
     if args.json:
-        settings = vars(args) | {"json": str(args.json)}
+        settings = {key: str(v) if isinstance(v, Path) else v for key, v in vars(args).items()}
         args.json.write_text(json.dumps({"settings": settings, "requested": requested, "safety": safety,
                                          "prompts": groups, **out}, indent=1))
 
