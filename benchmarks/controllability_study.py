@@ -333,17 +333,10 @@ def arm_objectives(overrides: list[str], objectives):
     """The objective set the arms' prompts are rendered with: the RL config's ``data.objectives`` (the same
     objectives and levels, worded otherwise) where the ``--set`` overrides name one, else ``objectives``."""
     from moslim.config import load_config
-    from moslim.objectives import ObjectiveSet
-    from moslim.paths import resolve_path
-    from moslim.policy.train import RLConfig
+    from moslim.policy.train import RLConfig, reworded_objectives
 
     path = load_config(RLConfig, "configs/demo/rl.yaml", overrides).data.objectives
-    if path is None:
-        return objectives
-    wanted = ObjectiveSet.from_yaml(resolve_path(path))
-    if wanted.names != objectives.names or wanted.num_levels.tolist() != objectives.num_levels.tolist():
-        raise ValueError(f"data.objectives ({path}: {wanted}) does not match the demo's objectives {objectives}")
-    return wanted
+    return objectives if path is None else reworded_objectives(path, objectives, "the demo's objectives")
 
 
 def run_arm(arm, args, train_records, val_records, harm_records, objectives, spec, out: Path):

@@ -66,14 +66,25 @@ def factor_rewards(harm: np.ndarray, appropriate: np.ndarray, unsafe: np.ndarray
 
 
 def harmlessness_rewards(scorer, questions: list[str], answers: list[str]) -> tuple[np.ndarray, ...]:
-    """The harmlessness-1 reward through the demo's mapping (expected level: minus P(level 0)) under "harm" (the
-    model's own product) and "appropriate" (``moslim.reward.scorer.appropriate_probs``), and the two factors."""
+    """The harmlessness-1 reward through the demo's mapping (``expected_level``) under "harm" (the model's own
+    product) and "appropriate" (``moslim.reward.scorer.appropriate_probs``), and the two factors."""
+    import torch
+
+    from moslim.reward.mapping import expected_level
     from moslim.reward.scorer import appropriate_probs
 
     probs = scorer.score(questions, answers, with_factors=True)
-    k, h = len(scorer.objectives), scorer.objectives.index("harmlessness")
-    appropriate = appropriate_probs(probs, h, k)
-    return (-probs[:, h, 0].numpy(), -appropriate[:, h, 0].numpy(), probs[:, k, 1].numpy(),
+    objectives = scorer.objectives
+    k, h = len(objectives), objectives.index("harmlessness")
+    targets = torch.zeros((len(answers), k), dtype=torch.long)
+    targets[:, h] = 1
+    mask = torch.zeros((len(answers), k))
+    mask[:, h] = 1
+
+    def reward(p: torch.Tensor) -> np.ndarray:
+        return expected_level(p, targets, mask, objectives.num_levels).numpy()
+
+    return (reward(probs[:, :k]), reward(appropriate_probs(probs, h, k)), probs[:, k, 1].numpy(),
             probs[:, k + 1, 1].numpy())
 
 

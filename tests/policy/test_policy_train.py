@@ -271,3 +271,20 @@ def test_level_contrast_refuses_a_level_count_that_splits_across_steps(tmp_path,
     single = load_config(RLConfig, "configs/demo/rl.yaml", ["data.level_contrast=true"])
     with pytest.raises(ValueError, match="preferences_per_prompt >= 2"):
         single.check()
+
+
+def test_data_objectives_may_reword_the_levels_but_not_change_them(tmp_path):
+    from moslim.data.demo import OBJECTIVES
+    from moslim.objectives import ObjectiveSet
+    from moslim.policy.train import reworded_objectives
+
+    data = OBJECTIVES.to_dict()
+    data["objectives"][1]["levels"] = ["tiny", "short", "medium", "long"]
+    path = tmp_path / "objectives.yaml"
+    ObjectiveSet.from_dict(data).to_yaml(path)
+    assert reworded_objectives(str(path), OBJECTIVES, "the reward model's objectives")["verbosity"].level_descriptions \
+        == ("tiny", "short", "medium", "long")
+    data["objectives"][1]["levels"] = ["short", "long"]
+    ObjectiveSet.from_dict(data).to_yaml(path)
+    with pytest.raises(ValueError, match=r"objectives\.yaml.*does not match the reward model's objectives"):
+        reworded_objectives(str(path), OBJECTIVES, "the reward model's objectives")

@@ -44,6 +44,15 @@ RUN_FILE = "moslim_run.json"
 
 
 # -- helpers ----------------------------------------------------------------------------------
+def reworded_objectives(path: str, objectives: ObjectiveSet, what: str) -> ObjectiveSet:
+    """``data.objectives``: the objective set at ``path``, which must have ``objectives``' names and levels (it may
+    word them otherwise; ``what`` names ``objectives`` in the error)."""
+    wanted = ObjectiveSet.from_yaml(resolve_path(path))
+    if wanted.names != objectives.names or not torch.equal(wanted.num_levels, objectives.num_levels):
+        raise ValueError(f"data.objectives ({path}: {wanted}) does not match {what} {objectives}")
+    return wanted
+
+
 def load_scorer(path: str, factored_as: str = "harm") -> Scorer:
     from moslim.reward.scorer import RewardScorer
 
@@ -166,11 +175,7 @@ def build_trainer(config: RLConfig, scorer: Scorer | None = None):
     scorer = scorer if scorer is not None else load_scorer(config.reward.model, config.reward.factored_as)
     objectives = scorer.objectives
     if config.data.objectives is not None:
-        wanted = ObjectiveSet.from_yaml(resolve_path(config.data.objectives))
-        if wanted.names != objectives.names or not torch.equal(wanted.num_levels, objectives.num_levels):
-            raise ValueError(f"data.objectives ({config.data.objectives}: {wanted}) does not match the reward "
-                             f"model's objectives {objectives}")
-        objectives = wanted
+        objectives = reworded_objectives(config.data.objectives, objectives, "the reward model's objectives")
     template = load_template(config.data.template)
     records = read_prompt_records(config.data.prompts)[: config.data.max_prompts]
     dataset = rl_dataset(config, records, objectives, template, args)
