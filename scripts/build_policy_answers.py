@@ -131,11 +131,14 @@ def main() -> None:
     preferences = [sampler.sample() for _ in chosen]
     openings = [rng.choice(REFUSAL_OPENINGS) if args.kind == "refusals" else "" for _ in chosen]
     policies = args.policy if args.kind in ("rl", "moslim") else [resolve("smollm2-135m-instruct")]
+    # An RL policy is asked in the words it was trained with: the objectives and template saved with it (a
+    # study arm may word the levels otherwise, `data.objectives`, or close the user's turn with them).
+    wording = None if args.kind in ("rl", "moslim") else objectives
     answers = [None] * len(chosen)
     for turn, policy in enumerate(policies):
         mine = list(range(turn, len(chosen), len(policies)))
         out = generate_completions(policy, [prompt_text(chosen[i].prompt) for i in mine],
-                                   [preferences[i] for i in mine], objectives=objectives,
+                                   [preferences[i] for i in mine], objectives=wording,
                                    max_new_tokens=kind.tokens, temperature=kind.temperature, top_p=1.0,
                                    num_samples=1, seed=0, batch_size=args.batch_size,
                                    answer_prefix=[openings[i] for i in mine])

@@ -30,6 +30,7 @@ def test_moslim_kind_splits_prompts_between_policies_in_turn(script, monkeypatch
 
     def fake_generate(policy, questions, preferences, **kwargs):
         calls.append((policy, list(questions), [p.to_string() for p in preferences]))
+        assert kwargs["objectives"] is None and kwargs.get("template") is None  # the policy's own wording
         return [[f"{policy} answers {q[:20]}"] for q in questions]
 
     monkeypatch.setattr(generate, "generate_completions", fake_generate)
