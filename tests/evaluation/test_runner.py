@@ -127,3 +127,36 @@ def test_same_policy_before_and_after_shows_no_change(tiny_eval_run):
     for metric in ("hit_rate", "mean_abs_error"):
         assert change[metric] == {"value": 0.0, "ci": [0.0, 0.0]}
     assert "change (paired 95% CI)" in (tiny_eval_run / "report.md").read_text()
+
+
+def test_both_policies_are_asked_in_the_words_the_policy_was_trained_with(tmp_path, tiny_causal_lm_dir,
+                                                                         tiny_reward_model_dir, eval_prompts,
+                                                                         objectives, monkeypatch):
+    # RL's data.objectives may word the levels otherwise; the policy saves them, and the evaluation asks the base
+    # and the policy in them (else the base is asked one thing and the policy, trained on another, a third).
+    import shutil
+
+    from moslim.objectives import ObjectiveSet
+
+    policy = tmp_path / "policy"
+    shutil.copytree(tiny_causal_lm_dir, policy)
+    spec = objectives.to_dict()
+    spec["objectives"][1]["levels"][0] = "REWORDED: a few words only"
+    ObjectiveSet.from_dict(spec).to_yaml(policy / "objectives.yaml")
+    seen = []
+
+    def record(policy_path, cells, wording, *args, **kwargs):
+        seen.append(wording[objectives.names[1]].level_descriptions[0])
+        return [{"prompt_id": r.id, "question": "q", "tags": r.tags, "preference": p.to_string(), "sample": 0,
+                 "completion": "an answer", "levels": {}} for r, p in cells]
+
+    monkeypatch.setattr("moslim.evaluation.runner.generate_rows", record)
+    cfg = tiny_eval_config(tmp_path, policy, tiny_reward_model_dir, eval_prompts, num_prompts=2)
+    metrics = run_evaluation(cfg, show_progress=False)
+    assert seen == ["REWORDED: a few words only"] * 2  # base, then policy
+    assert metrics["settings"]["objectives"][1]["levels"][0] == "REWORDED: a few words only"
+
+    spec["objectives"][1]["levels"] = spec["objectives"][1]["levels"][:2]  # not the reward model's levels
+    ObjectiveSet.from_dict(spec).to_yaml(policy / "objectives.yaml")
+    with pytest.raises(ValueError, match="does not match the reward model's"):
+        run_evaluation(tiny_eval_config(tmp_path, policy, tiny_reward_model_dir, eval_prompts), show_progress=False)

@@ -138,7 +138,7 @@ def evaluate_policy(label: str, policy: str, cells, objectives, judges, cfg: Eva
     key_path = out / f"generations-{label}.key"
     key = _cache_key(policy=str(policy), weights=_fingerprint(policy),
                      cells=[(r.id, p.to_string()) for r, p in cells], gen=asdict(cfg.generation),
-                     template=cfg.template,
+                     template=cfg.template, wording=objectives.to_dict()["objectives"],
                      judges=[(j.describe(), _fingerprint(getattr(j, "path", ""))) for j in judges])
     if path.exists() and key_path.exists() and key_path.read_text().strip() == key:
         log.info("%s: reusing %s", label, path)
@@ -349,6 +349,18 @@ def policy_template(cfg: EvalConfig):
     return load_template(saved if saved.exists() else None)
 
 
+def policy_wording(cfg: EvalConfig, objectives: ObjectiveSet) -> ObjectiveSet:
+    """The words the RL policy was asked in (its saved objectives.yaml: RL's ``data.objectives`` may word the
+    levels otherwise), also used for the base policy; the reward model's own where the policy saved none. The
+    objectives themselves (names, levels) are the reward model's: the saved ones must match them."""
+    from moslim.policy.train import reworded_objectives
+
+    saved = Path(cfg.policy) / "objectives.yaml"
+    if not saved.is_file():
+        return objectives
+    return reworded_objectives(str(saved), objectives, f"the reward model's ({cfg.reward_model})")
+
+
 def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate the policy (and the base policy) on the grid; write generations and metrics.json."""
     from moslim.data.readers import read_prompts
@@ -368,14 +380,15 @@ def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any
     records = select_prompts(read_prompts(resolve_path(cfg.prompts)), cfg.num_prompts, cfg.prompt_seed)
     judges = without_refusal_judge_for_untagged(judges, records)
     template = policy_template(cfg)
+    wording = policy_wording(cfg, objectives)
     log.info("eval: %d prompts x %s preferences x %d samples per policy", len(records),
              cfg.grid.per_prompt or len(prefs), cfg.generation.num_samples)
     cells = grid_cells(records, prefs, cfg.grid.per_prompt, cfg.prompt_seed)
     policies = {**({"base": cfg.base_policy} if cfg.base_policy else {}), "policy": cfg.policy}
-    rows = {label: evaluate_policy(label, path, cells, objectives, judges, cfg, out, template,
+    rows = {label: evaluate_policy(label, path, cells, wording, judges, cfg, out, template,
                                    show_progress) for label, path in policies.items()}
     metrics = summarise(rows, objectives, objective_pairs, judges, cfg.bootstrap, cfg.min_judge_f1)
-    metrics["settings"] = {"config": asdict(cfg), "objectives": objectives.to_dict()["objectives"],
+    metrics["settings"] = {"config": asdict(cfg), "objectives": wording.to_dict()["objectives"],
                            "preferences": [p.to_string() for p in prefs],
                            "objective_pairs": [list(p) for p in objective_pairs],
                            "prompts": [r.id for r in records]}
