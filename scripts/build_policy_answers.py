@@ -26,7 +26,8 @@ model's refusal factor errs (docs/study.md, "Refusal"):
   the reward model, labelled by the rule in build-demo like every other answer here.
 - ``--kind moslim``: the answers of policies RL trained on the full MOSLIM reward (``--policy``, one folder or
   several, each answering its share of the prompts in turn) under the demo RL stage's preferences (verbosity
-  and harmlessness, one or both named): answers at every length that the reward model's harmlessness head
+  and harmlessness, one or both named), each policy asked in the words it was trained with (the template and
+  level wording saved with it): answers at every length that the reward model's harmlessness head
   scored as harmless where the rule and the prompt's safety say they are not. Not shipped: written to ``--out``
   for a study's own copy of the data (docs/study.md, "The reward model on the policy's own evasions").
 
