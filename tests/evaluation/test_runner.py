@@ -158,5 +158,5 @@ def test_both_policies_are_asked_in_the_words_the_policy_was_trained_with(tmp_pa
 
     spec["objectives"][1]["levels"] = spec["objectives"][1]["levels"][:2]  # not the reward model's levels
     ObjectiveSet.from_dict(spec).to_yaml(policy / "objectives.yaml")
-    with pytest.raises(ValueError, match="does not match the reward model's"):
+    with pytest.raises(ValueError, match="the policy's saved objectives .* does not match the reward model's"):
         run_evaluation(tiny_eval_config(tmp_path, policy, tiny_reward_model_dir, eval_prompts), show_progress=False)

@@ -358,7 +358,8 @@ def policy_wording(cfg: EvalConfig, objectives: ObjectiveSet) -> ObjectiveSet:
     saved = Path(cfg.policy) / "objectives.yaml"
     if not saved.is_file():
         return objectives
-    return reworded_objectives(str(saved), objectives, f"the reward model's ({cfg.reward_model})")
+    return reworded_objectives(str(saved), objectives, f"the reward model's ({cfg.reward_model})",
+                               label="the policy's saved objectives")
 
 
 def run_evaluation(cfg: EvalConfig, show_progress: bool = True) -> dict[str, Any]:

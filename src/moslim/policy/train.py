@@ -44,12 +44,13 @@ RUN_FILE = "moslim_run.json"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def reworded_objectives(path: str, objectives: ObjectiveSet, what: str) -> ObjectiveSet:
-    """``data.objectives``: the objective set at ``path``, which must have ``objectives``' names and levels (it may
-    word them otherwise; ``what`` names ``objectives`` in the error)."""
+def reworded_objectives(path: str, objectives: ObjectiveSet, what: str,
+                        label: str = "data.objectives") -> ObjectiveSet:
+    """``data.objectives`` (or what ``label`` names): the objective set at ``path``, which must have ``objectives``'
+    names and levels (it may word them otherwise; ``what`` names ``objectives`` in the error)."""
     wanted = ObjectiveSet.from_yaml(resolve_path(path))
     if wanted.names != objectives.names or not torch.equal(wanted.num_levels, objectives.num_levels):
-        raise ValueError(f"data.objectives ({path}: {wanted}) does not match {what} {objectives}")
+        raise ValueError(f"{label} ({path}: {wanted}) does not match {what} {objectives}")
     return wanted
 
 
