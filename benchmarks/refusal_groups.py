@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--opening-auc", action="store_true",
                         help="only the refusal opening's AUC between unsafe and safe held-out prompts (no sampling)")
+    parser.add_argument("--opening", default="I'm sorry",
+                        help="the refusal opening --opening-auc scores (SmolLM2's; another policy may refuse in "
+                             "other words)")
     args = parser.parse_args()
 
     from moslim.data.refusal import is_refusal
@@ -102,7 +105,8 @@ def main() -> None:
              for kind in ("safe", "unsafe")}
     objectives = ObjectiveSet.from_yaml("src/moslim/assets/demo/objectives.yaml")
     if args.opening_auc:
-        print(json.dumps({"settings": vars(args), **opening_auc(args.policy, validation + harm, objectives)}, indent=1))
+        auc = opening_auc(args.policy, validation + harm, objectives, args.opening)
+        print(json.dumps({"settings": vars(args), **auc}, indent=1))
         return
     scorer = RewardScorer.from_pretrained(args.rm)
     k, n = len(scorer.objectives), args.samples
