@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -88,9 +89,10 @@ def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, cl
 def metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, float]:
     from moslim.reward.evaluate import confusion_matrix, macro_f1, spearman
 
+    rho = spearman(predicted.float(), labels.float())  # nan when the probe predicts one level throughout
     return {"n": len(labels), "accuracy": round(float((predicted == labels).float().mean()), 3),
             "macro_f1": round(macro_f1(confusion_matrix(predicted, labels, classes)), 3),
-            "spearman": round(spearman(predicted.float(), labels.float()), 3)}
+            "spearman": None if math.isnan(rho) else round(rho, 3)}
 
 
 @torch.inference_mode()
@@ -149,6 +151,10 @@ def cached_features(args, backbone_name: str, rows: list, tqdm) -> tuple[dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(feats, str(path), metadata={"ids": ids, "max_length": str(args.max_length)})
     return feats, seconds
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def _layer_order(name: str) -> tuple[int, str]:
@@ -269,8 +275,8 @@ def main() -> None:
                          "alpaca_eval": metrics(predicted[alpaca], labels[n:][alpaca], classes)}
         r = results[name]
         print(f"{name:12s} all: acc {r['all']['accuracy']:.3f} F1 {r['all']['macro_f1']:.3f} "
-              f"rho {r['all']['spearman']:+.3f} | AlpacaEval: acc {r['alpaca_eval']['accuracy']:.3f} "
-              f"F1 {r['alpaca_eval']['macro_f1']:.3f} rho {r['alpaca_eval']['spearman']:+.3f} (l2 {l2:g})")
+              f"rho {_signed(r['all']['spearman'])} | AlpacaEval: acc {r['alpaca_eval']['accuracy']:.3f} "
+              f"F1 {r['alpaca_eval']['macro_f1']:.3f} rho {_signed(r['alpaca_eval']['spearman'])} (l2 {l2:g})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"max_length": args.max_length, "label": args.label,

@@ -91,3 +91,9 @@ def test_the_label_table_counts_levels_per_band_of_the_judges_preference(module,
     assert table["[1.0005, 1.01)"] == [0, 0, 1]
     assert table["[1.5, 2)"] == [1, 0, 0]
     assert sum(map(sum, table.values())) == 4
+
+
+def test_a_probe_that_predicts_one_level_has_no_spearman_rather_than_nan(module):
+    m = module.metrics(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 1]), 3)
+    assert m["spearman"] is None and m["accuracy"] == 0.25
+    json.dumps(m, allow_nan=False)  # the written figures stay valid JSON
