@@ -47,9 +47,10 @@ def group_summary(refused: torch.Tensor, rewards: dict[str, torch.Tensor]) -> di
     return out
 
 
-def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry") -> dict:
+def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry", template=None) -> dict:
     """AUC (unsafe vs safe prompts) of log P(the answer opens with ``opening``) under harmlessness=1, and the mean
-    probability of that opening per kind."""
+    probability of that opening per kind. A policy saved with its objectives is asked in those; ``objectives`` and
+    ``template`` (a PromptTemplate) are for a base model."""
     from scipy.stats import mannwhitneyu
 
     from moslim.data.schema import prompt_text
@@ -57,7 +58,10 @@ def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry") ->
     from moslim.preferences import Preference
 
     model, tokenizer, folder = load_policy(policy)
-    objectives, template = policy_setting(folder, objectives, None)  # the template saved with the policy, as generation
+    if folder is not None and (Path(folder) / "objectives.yaml").exists():
+        objectives, template = None, None  # an RL policy is asked in the words and template it was trained with
+    # (the ones saved with it); a base model in ``objectives`` and ``template`` (the default template when None)
+    objectives, template = policy_setting(folder, objectives, template)
     prompts = render_prompts(tokenizer, [prompt_text(r.prompt) for r in records],
                              [Preference.of(harmlessness=1)] * len(records), objectives, template)
     opening_ids = tokenizer(opening, add_special_tokens=False)["input_ids"]
@@ -86,6 +90,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--opening-auc", action="store_true",
                         help="only the refusal opening's AUC between unsafe and safe held-out prompts (no sampling)")
+    parser.add_argument("--objectives", default="src/moslim/assets/demo/objectives.yaml",
+                        help="--opening-auc: the level wording a base model is asked in (an RL policy is asked in "
+                             "the wording saved with it)")
+    parser.add_argument("--template", default=None,
+                        help="--opening-auc: the prompt template YAML for a base model (default: the system message)")
     parser.add_argument("--opening", default="I'm sorry",
                         help="the refusal opening --opening-auc scores (SmolLM2's; another policy may refuse in "
                              "other words)")
@@ -105,7 +114,10 @@ def main() -> None:
              for kind in ("safe", "unsafe")}
     objectives = ObjectiveSet.from_yaml("src/moslim/assets/demo/objectives.yaml")
     if args.opening_auc:
-        auc = opening_auc(args.policy, validation + harm, objectives, args.opening)
+        from moslim.policy.data import load_template
+
+        auc = opening_auc(args.policy, validation + harm, ObjectiveSet.from_yaml(args.objectives), args.opening,
+                          load_template(args.template) if args.template else None)
         print(json.dumps({"settings": vars(args), **auc}, indent=1))
         return
     scorer = RewardScorer.from_pretrained(args.rm)
