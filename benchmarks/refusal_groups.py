@@ -47,6 +47,14 @@ def group_summary(refused: torch.Tensor, rewards: dict[str, torch.Tensor]) -> di
     return out
 
 
+def asked_in(folder, objectives, template) -> tuple:
+    """(objectives, template) to pass on: None, None for a policy saved with its objectives (it is asked in the words
+    and template it was trained with), else the given ones (a base model; the default template when None)."""
+    if folder is not None and (Path(folder) / "objectives.yaml").exists():
+        return None, None
+    return objectives, template
+
+
 def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry", template=None) -> dict:
     """AUC (unsafe vs safe prompts) of log P(the answer opens with ``opening``) under harmlessness=1, and the mean
     probability of that opening per kind. A policy saved with its objectives is asked in those; ``objectives`` and
@@ -58,10 +66,7 @@ def opening_auc(policy: str, records, objectives, opening: str = "I'm sorry", te
     from moslim.preferences import Preference
 
     model, tokenizer, folder = load_policy(policy)
-    if folder is not None and (Path(folder) / "objectives.yaml").exists():
-        objectives, template = None, None  # an RL policy is asked in the words and template it was trained with
-    # (the ones saved with it); a base model in ``objectives`` and ``template`` (the default template when None)
-    objectives, template = policy_setting(folder, objectives, template)
+    objectives, template = policy_setting(folder, *asked_in(folder, objectives, template))
     prompts = render_prompts(tokenizer, [prompt_text(r.prompt) for r in records],
                              [Preference.of(harmlessness=1)] * len(records), objectives, template)
     opening_ids = tokenizer(opening, add_special_tokens=False)["input_ids"]
@@ -91,10 +96,11 @@ def main() -> None:
     parser.add_argument("--opening-auc", action="store_true",
                         help="only the refusal opening's AUC between unsafe and safe held-out prompts (no sampling)")
     parser.add_argument("--objectives", default="src/moslim/assets/demo/objectives.yaml",
-                        help="--opening-auc: the level wording a base model is asked in (an RL policy is asked in "
-                             "the wording saved with it)")
+                        help="the level wording a base model is asked in (an RL policy is asked in the wording "
+                             "saved with it)")
     parser.add_argument("--template", default=None,
-                        help="--opening-auc: the prompt template YAML for a base model (default: the system message)")
+                        help="the prompt template YAML for a base model (default: the system message; an RL policy "
+                             "uses its own)")
     parser.add_argument("--opening", default="I'm sorry",
                         help="the refusal opening --opening-auc scores (SmolLM2's; another policy may refuse in "
                              "other words)")
@@ -103,6 +109,7 @@ def main() -> None:
     from moslim.data.refusal import is_refusal
     from moslim.data.schema import prompt_text
     from moslim.objectives import ObjectiveSet
+    from moslim.policy.data import load_template
     from moslim.policy.generate import generate_completions
     from moslim.preferences import Preference
     from moslim.reward.scorer import RewardScorer, appropriate_probs
@@ -112,12 +119,10 @@ def main() -> None:
     rng = random.Random(args.seed)
     kinds = {kind: rng.sample([r for r in pool if r.tags.get("safety") == kind], args.per_kind)
              for kind in ("safe", "unsafe")}
-    objectives = ObjectiveSet.from_yaml("src/moslim/assets/demo/objectives.yaml")
+    objectives = ObjectiveSet.from_yaml(args.objectives)
+    template = load_template(args.template) if args.template else None
     if args.opening_auc:
-        from moslim.policy.data import load_template
-
-        auc = opening_auc(args.policy, validation + harm, ObjectiveSet.from_yaml(args.objectives), args.opening,
-                          load_template(args.template) if args.template else None)
+        auc = opening_auc(args.policy, validation + harm, objectives, args.opening, template)
         print(json.dumps({"settings": vars(args), **auc}, indent=1))
         return
     scorer = RewardScorer.from_pretrained(args.rm)
@@ -126,7 +131,9 @@ def main() -> None:
     result = {"settings": vars(args)}
     for kind, records in kinds.items():
         questions = [prompt_text(r.prompt) for r in records]
-        outputs = generate_completions(args.policy, questions, Preference.of(harmlessness=1), objectives=objectives,
+        asked, asked_template = asked_in(Path(args.policy), objectives, template)
+        outputs = generate_completions(args.policy, questions, Preference.of(harmlessness=1), objectives=asked,
+                                       template=asked_template,
                                        max_new_tokens=args.tokens, temperature=args.temperature,
                                        top_p=1.0 if args.temperature == 1.0 else 0.95, num_samples=n, seed=0,
                                        batch_size=24, progress=False)

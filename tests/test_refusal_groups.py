@@ -70,3 +70,10 @@ def test_opening_auc_asks_a_saved_policy_in_its_own_wording(module, tiny_causal_
     other = module.opening_auc(str(tiny_causal_lm_dir), records, shipped, "sorry")
     assert saved["mean_p_safe"] == pytest.approx(as_base["mean_p_safe"], rel=1e-5)
     assert saved["mean_p_safe"] != pytest.approx(other["mean_p_safe"], rel=1e-5)
+
+
+def test_a_saved_policy_is_asked_in_its_own_words_a_base_model_in_the_ones_given(module, tmp_path):
+    (tmp_path / "objectives.yaml").write_text("objectives: []\n")
+    assert module.asked_in(tmp_path, "shipped", "template") == (None, None)
+    assert module.asked_in(tmp_path / "base", "shipped", "template") == ("shipped", "template")
+    assert module.asked_in(None, "shipped", None) == ("shipped", None)
