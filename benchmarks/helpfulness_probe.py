@@ -2,18 +2,19 @@
 
     nice .venv/bin/python benchmarks/helpfulness_probe.py [--max-length 128] [--rm runs/demo/rm]
     nice .venv/bin/python benchmarks/helpfulness_probe.py --label band     # the same features, the judge's own bands
+    nice .venv/bin/python benchmarks/helpfulness_probe.py --head unsafe_request   # the request factor's labels
 
 The demo's reward model reads helpfulness with 8 of the backbone's 30 layers (6 frozen) and reaches held-out
-accuracy ~0.45 (chance 0.33). Is that the depth, the 128-token window, the backbone, or the labels? This script
-runs the whole 30-layer backbone once over helpfulness-labelled rows (the RM's input format and truncation,
-``--max-length`` tokens), keeps two readings of the hidden state after each layer in ``--layers`` (the last
-token, which the RM's head reads, and the mean over tokens; saved to ``--features`` and read back on a rerun over
-the same rows), and fits a multinomial logistic regression on each (features standardised on the training rows,
-classes weighted by inverse frequency; the L2 weight chosen on a fifth of the training rows, never on the held-out
-rows, then refitted on all of them). It reports each probe's held-out accuracy, macro-F1 and Spearman (of the
-predicted level) on all the held-out helpfulness rows (the RM's own evaluation rows) and on the AlpacaEval rows
-alone, beside a probe on the answer's word count alone (the training rows are balanced over helpfulness x
-verbosity cells, so length should say little).
+accuracy ~0.45 (chance 0.33). Is that the depth, the 128-token window, the backbone, or the labels? This script runs
+the whole 30-layer backbone once over helpfulness-labelled rows (the RM's input format and truncation,
+``--max-length`` tokens), keeps readings of the hidden state after each layer in ``--layers`` (the last token, which
+the RM's head reads, the mean over tokens, and the question's last token; saved to ``--features`` and read back on a
+rerun over the same rows), and fits a multinomial logistic regression on each (features standardised on the training
+rows, classes weighted by inverse frequency; the L2 weight chosen on a fifth of the training rows, never on the
+held-out rows, then refitted on all of them). It reports each probe's held-out accuracy, macro-F1 and Spearman (of
+the predicted level) on all the held-out helpfulness rows (the RM's own evaluation rows) and on the AlpacaEval rows
+alone, beside a probe on the answer's word count alone (the training rows are balanced over helpfulness x verbosity
+cells, so length should say little).
 
 The labels: the shipped level is the tertile of an answer's rank among ~40 models' answers to the same request,
 ranked by AlpacaEval's judge preference against a reference answer (1 = the reference wins for sure, 2 = the
@@ -21,6 +22,11 @@ answer does). With ``--source`` (the public data folder) the script prints how t
 bands of that preference, and with ``--rm`` a reward model's helpfulness head on the held-out rows split where
 the preference is below 1.0005. ``--label band`` probes the preference itself, cut at ``--band-edges``, instead of
 the rank tertiles (AlpacaEval rows only).
+
+``--head`` probes another label of the RM's rows the same way (``unsafe_request``: is the request unsafe, the
+harmlessness head's request factor; ``refusal``: does the answer refuse), reporting the held-out rows outside
+AlpacaEval (XSTest's) beside all of them; a third reading, the question's last token (``qend``), is what a request
+classifier that the answer cannot sway reads (the demo RM's ``request_at_question_end``).
 
 A probe is a lower bound on what fine-tuning the same layers can reach, but a close one when the fine-tuned
 head (the RM's) scores no better than the probes. Writes ``--out`` (``runs/bench/helpfulness_probe.json``).
@@ -41,6 +47,7 @@ configure_openmp()  # the moslim command's OpenMP wait, before torch loads
 import torch  # noqa: E402
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
+KINDS = ("last", "mean", "qend")  # where a probe reads: the last token, the mean over tokens, the question's end
 
 
 def fit_probe(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, iterations: int = 200) -> torch.Tensor:
@@ -98,11 +105,12 @@ def metrics(predicted: torch.Tensor, labels: torch.Tensor, classes: int) -> dict
 @torch.inference_mode()
 def features(backbone, encoded: list, pad_id: int, layers: list[int], batch_size: int, progress
              ) -> dict[str, torch.Tensor]:
-    """{"last@L" | "mean@L": (n, d)} for each layer L (0 = embeddings; the last index has the final norm)."""
+    """{"last@L" | "mean@L" | "qend@L": (n, d)} for each layer L (0 = embeddings; the last index has the final norm):
+    the last token, the mean over tokens, the question's last token."""
     from moslim.reward.encoding import collate
 
     n, d = len(encoded), backbone.config.hidden_size
-    out = {f"{kind}@{layer}": torch.zeros((n, d)) for layer in layers for kind in ("last", "mean")}
+    out = {f"{kind}@{layer}": torch.zeros((n, d)) for layer in layers for kind in KINDS}
     order = sorted(range(n), key=lambda i: len(encoded[i].input_ids), reverse=True)
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
@@ -110,10 +118,13 @@ def features(backbone, encoded: list, pad_id: int, layers: list[int], batch_size
         hidden = backbone(**batch, output_hidden_states=True).hidden_states
         mask = batch["attention_mask"].unsqueeze(-1).float()
         last = batch["attention_mask"].sum(-1) - 1
+        qend = torch.tensor([encoded[i].question_end for i in rows])
+        every = torch.arange(len(rows))
         for layer in layers:
             h = hidden[layer].float()
-            out[f"last@{layer}"][rows] = h[torch.arange(len(rows)), last]
+            out[f"last@{layer}"][rows] = h[every, last]
             out[f"mean@{layer}"][rows] = (h * mask).sum(1) / mask.sum(1)
+            out[f"qend@{layer}"][rows] = h[every, qend]  # before the answer: what a request classifier can read
         progress.update(len(rows))
     return out
 
@@ -128,9 +139,9 @@ def cached_features(args, backbone_name: str, rows: list, tqdm) -> tuple[dict[st
     from moslim.models import resolve
     from moslim.reward.encoding import PairEncoder, pad_id_of
 
-    path = Path(args.features or f"runs/bench/helpfulness_features_{args.max_length}.safetensors")
+    path = Path(args.features or f"runs/bench/{args.head}_features_{args.max_length}.safetensors")
     ids = json.dumps([e.id for e in rows])
-    wanted = {f"{kind}@{layer}" for layer in args.layers for kind in ("last", "mean")}
+    wanted = {f"{kind}@{layer}" for layer in args.layers for kind in KINDS}
     if path.exists():
         with safe_open(str(path), "pt") as f:
             if f.metadata().get("ids") == ids and wanted <= set(f.keys()):
@@ -202,7 +213,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo/rm.yaml", help="the RM recipe: its data and backbone")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per row (the demo RM's: 128)")
-    parser.add_argument("--train-rows", type=int, default=2400, help="helpfulness-labelled training rows probed")
+    parser.add_argument("--head", default="helpfulness",
+                        help="the labels probed: an objective or factor of the RM's rows (helpfulness, unsafe_request, "
+                             "refusal, ...); the band and --rm figures are helpfulness's")
+    parser.add_argument("--train-rows", type=int, default=2400, help="labelled training rows probed")
     parser.add_argument("--test-rows", type=int, default=None, help="held-out rows probed (default: all)")
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6, 8, 12, 16, 20, 24, 30])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -216,7 +230,7 @@ def main() -> None:
                         help="a reward model folder: its helpfulness head on the held-out AlpacaEval rows, by band")
     parser.add_argument("--features", default=None,
                         help="safetensors file of the hidden-state features: read when it holds these rows, else "
-                             "written (default runs/bench/helpfulness_features_<max-length>.safetensors)")
+                             "written (default runs/bench/<head>_features_<max-length>.safetensors)")
     parser.add_argument("--out", default="runs/bench/helpfulness_probe.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -229,16 +243,20 @@ def main() -> None:
 
     config = load_config(RewardTrainConfig, args.config)
     objectives, _ = read_objectives(config.data.objectives)
-    classes = objectives["helpfulness"].num_levels
     factors = read_factors(config.data.objectives)  # the demo's rows carry factor labels too
     labelled = objectives.extended(factors) if factors is not None else objectives
-    train = subsample([e for e in load_examples(config.data.train, labelled) if "helpfulness" in e.labels],
+    if args.head not in labelled.names:
+        raise SystemExit(f"--head {args.head!r}: the rows label {', '.join(labelled.names)}")
+    if args.head != "helpfulness" and (args.label == "band" or args.rm):
+        raise SystemExit("--label band and --rm read AlpacaEval's judge preference: helpfulness only (--head)")
+    classes = labelled[args.head].num_levels
+    train = subsample([e for e in load_examples(config.data.train, labelled) if args.head in e.labels],
                       args.train_rows, seed=0)
-    test = subsample([e for e in load_examples(config.data.eval, labelled) if "helpfulness" in e.labels],
+    test = subsample([e for e in load_examples(config.data.eval, labelled) if args.head in e.labels],
                      args.test_rows, seed=0)
     rows = train + test
     source = Path(args.source) / "alpaca_eval" / "responses.jsonl.gz"
-    preference = read_preferences(source) if source.exists() else None
+    preference = read_preferences(source) if source.exists() and args.head == "helpfulness" else None
     tables, by_band = {}, None
     if preference is not None:  # what the shipped levels are, in the judge's own terms
         for name, part in (("training", train), ("held out", test)):
@@ -254,7 +272,7 @@ def main() -> None:
     n = len(train)
     alpaca = torch.tensor([e.id.startswith("alpaca_eval/") for e in test])
     if args.label == "rank":
-        labels = torch.tensor([e.labels["helpfulness"] for e in rows])
+        labels = torch.tensor([e.labels[args.head] for e in rows])
     else:  # the judge's own preference in bands; rows without one (XSTest's) are left out
         if preference is None:
             raise SystemExit(f"--label band needs the judge's preferences: {source} does not exist (--source)")
@@ -271,15 +289,16 @@ def main() -> None:
     results: dict[str, dict] = {}
     for name, x in [("word count", words), *feats.items()]:
         predicted, l2 = probe(x[:n], labels[:n], x[n:], classes)
-        results[name] = {"l2": l2, "all": metrics(predicted, labels[n:], classes),
-                         "alpaca_eval": metrics(predicted[alpaca], labels[n:][alpaca], classes)}
-        r = results[name]
+        subset, subset_name = (alpaca, "AlpacaEval") if args.head == "helpfulness" else (~alpaca, "not AlpacaEval")
+        r = {"l2": l2, "all": metrics(predicted, labels[n:], classes), "subset": subset_name,
+             subset_name: metrics(predicted[subset], labels[n:][subset], classes)}
+        results[name] = r
         print(f"{name:12s} all: acc {r['all']['accuracy']:.3f} F1 {r['all']['macro_f1']:.3f} "
-              f"rho {_signed(r['all']['spearman'])} | AlpacaEval: acc {r['alpaca_eval']['accuracy']:.3f} "
-              f"F1 {r['alpaca_eval']['macro_f1']:.3f} rho {_signed(r['alpaca_eval']['spearman'])} (l2 {l2:g})")
+              f"rho {_signed(r['all']['spearman'])} | {subset_name}: acc {r[subset_name]['accuracy']:.3f} "
+              f"F1 {r[subset_name]['macro_f1']:.3f} rho {_signed(r[subset_name]['spearman'])} (l2 {l2:g})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"max_length": args.max_length, "label": args.label,
+    out.write_text(json.dumps({"head": args.head, "max_length": args.max_length, "label": args.label,
                                "band_edges": args.band_edges if args.label == "band" else None,
                                "train_rows": n, "test_rows": len(rows) - n,
                                "test_alpaca_eval_rows": int(alpaca.sum()),

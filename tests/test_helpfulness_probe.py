@@ -39,7 +39,7 @@ def test_features_read_each_row_where_a_plain_unpadded_forward_does(module, tiny
     ids = [tiny_tokenizer("what is the capital of france ?")["input_ids"],
            tiny_tokenizer("one two")["input_ids"],
            tiny_tokenizer("how can i help you with water ?")["input_ids"]]
-    encoded = [Encoded(i, None, 0) for i in ids]
+    encoded = [Encoded(i, None, 1) for i in ids]  # the question ends at token 1
 
     class Bar:
         done = 0
@@ -49,13 +49,14 @@ def test_features_read_each_row_where_a_plain_unpadded_forward_does(module, tiny
 
     bar = Bar()
     feats = module.features(backbone, encoded, tiny_tokenizer.pad_token_id, [1, 2], batch_size=2, progress=bar)
-    assert bar.done == 3 and set(feats) == {"last@1", "mean@1", "last@2", "mean@2"}
+    assert bar.done == 3 and set(feats) == {f"{kind}@{layer}" for kind in ("last", "mean", "qend") for layer in (1, 2)}
     for row, seq in enumerate(ids):  # batches are sorted by length and right-padded: each row must be its own
         with torch.inference_mode():
             hidden = backbone(input_ids=torch.tensor([seq]), output_hidden_states=True).hidden_states
         for layer in (1, 2):
             assert torch.allclose(feats[f"last@{layer}"][row], hidden[layer][0, -1], atol=1e-5)
             assert torch.allclose(feats[f"mean@{layer}"][row], hidden[layer][0].mean(0), atol=1e-5)
+            assert torch.allclose(feats[f"qend@{layer}"][row], hidden[layer][0, 1], atol=1e-5)
 
 
 def _rows(n: int, offset: int = 0) -> list[Example]:
@@ -97,3 +98,14 @@ def test_a_probe_that_predicts_one_level_has_no_spearman_rather_than_nan(module)
     m = module.metrics(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 1]), 3)
     assert m["spearman"] is None and m["accuracy"] == 0.25
     json.dumps(m, allow_nan=False)  # the written figures stay valid JSON
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--head", "tone"], "the rows label helpfulness, verbosity, harmlessness, unsafe_request, refusal"),
+    (["--head", "unsafe_request", "--label", "band"], "helpfulness only"),
+])
+def test_a_head_the_rows_do_not_label_or_a_band_of_another_head_is_refused_before_any_work(module, monkeypatch,
+                                                                                          argv, message):
+    monkeypatch.setattr("sys.argv", ["helpfulness_probe.py", *argv])
+    with pytest.raises(SystemExit, match=message):
+        module.main()
