@@ -129,7 +129,8 @@ def features(backbone, encoded: list, pad_id: int, layers: list[int], batch_size
     return out
 
 
-def cached_features(args, backbone_name: str, rows: list, tqdm) -> tuple[dict[str, torch.Tensor], float | None]:
+def cached_features(args, backbone_name: str, rows: list, tqdm, input_format: str | None = None
+                    ) -> tuple[dict[str, torch.Tensor], float | None]:
     """The features of ``rows`` from ``--features`` when it holds exactly these rows and layers, else computed
     (the whole backbone once) and saved there; and the seconds computing took (None when read)."""
     from safetensors import safe_open
@@ -153,7 +154,8 @@ def cached_features(args, backbone_name: str, rows: list, tqdm) -> tuple[dict[st
     top = backbone.config.num_hidden_layers
     if max(args.layers) > top or min(args.layers) < 0:
         raise SystemExit(f"--layers must lie in 0..{top} (0: the embeddings), got {args.layers}")
-    encoder = PairEncoder(tokenizer, "chat", args.max_length)
+    input_format = input_format or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
+    encoder = PairEncoder(tokenizer, input_format, args.max_length)  # the RM's format (reward.train.build_model)
     encoded = [encoder.encode(e.prompt, e.response) for e in rows]
     start = time.perf_counter()
     with tqdm(total=len(rows), desc=f"{top} layers, {args.max_length} tokens", unit="row") as bar:
@@ -174,11 +176,11 @@ def _layer_order(name: str) -> tuple[int, str]:
 
 
 def read_preferences(path: Path) -> dict[str, float]:
-    """AlpacaEval's judge preference per answer id (``<generator>/<prompt index>``), 1 to 2."""
-    import gzip
+    """AlpacaEval's judge preference (1 to 2) per answer id, as the shipped rows name them (``alpaca_eval/...``);
+    rows the demo's build skips (a blank answer) are skipped alike."""
+    from moslim.data.adapters import alpaca_eval_responses
 
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return {row["id"]: row["preference"] for row in map(json.loads, f)}
+    return {row.id: row.signals["alpaca_eval_preference"] for row in alpaca_eval_responses(path, on_error="skip")}
 
 
 BANDS = (1.0005, 1.01, 1.1, 1.5)  # judge preference bands for the label table (1 = the reference wins for sure)
@@ -189,7 +191,7 @@ def label_table(rows: list, preference: dict[str, float]) -> dict[str, list[int]
     edges = (1.0, *BANDS, 2.0)
     table = {f"[{lo:g}, {hi:g})": [0, 0, 0] for lo, hi in zip(edges, edges[1:])}
     for e in rows:
-        p = preference[e.id.split("/", 1)[1]]
+        p = preference[e.id]
         band = int(torch.bucketize(torch.tensor(p), torch.tensor(BANDS), right=True))
         table[list(table)[band]][e.labels["helpfulness"]] += 1
     return table
@@ -203,7 +205,7 @@ def rm_by_band(path: str, rows: list, preference: dict[str, float]) -> dict[str,
     head, classes = rm.objectives.index("helpfulness"), rm.objectives["helpfulness"].num_levels
     probs = rm.score([e.prompt for e in rows], [e.response for e in rows])[:, head, :classes]
     predicted, labels = probs.argmax(-1), torch.tensor([e.labels["helpfulness"] for e in rows])
-    low = torch.tensor([preference[e.id.split("/", 1)[1]] < BANDS[0] for e in rows])
+    low = torch.tensor([preference[e.id] < BANDS[0] for e in rows])
     return {name: metrics(predicted[m], labels[m], classes)
             for name, m in (("all", torch.ones_like(low)), (f"preference < {BANDS[0]}", low),
                             (f"preference >= {BANDS[0]}", ~low))}
@@ -267,7 +269,7 @@ def main() -> None:
             by_band = rm_by_band(args.rm, [e for e in test if e.id.startswith("alpaca_eval/")], preference)
             for name, m in by_band.items():
                 print(f"reward model {args.rm}, {name}: n {m['n']} acc {m['accuracy']:.3f} F1 {m['macro_f1']:.3f}")
-    feats, seconds = cached_features(args, config.model.backbone, rows, tqdm)
+    feats, seconds = cached_features(args, config.model.backbone, rows, tqdm, config.model.input_format)
 
     n = len(train)
     alpaca = torch.tensor([e.id.startswith("alpaca_eval/") for e in test])
@@ -278,7 +280,7 @@ def main() -> None:
             raise SystemExit(f"--label band needs the judge's preferences: {source} does not exist (--source)")
         keep = torch.tensor([e.id.startswith("alpaca_eval/") for e in rows])
         kept = [e for e, k in zip(rows, keep) if k]
-        labels = torch.bucketize(torch.tensor([preference[e.id.split("/", 1)[1]] for e in kept]),
+        labels = torch.bucketize(torch.tensor([preference[e.id] for e in kept]),
                                  torch.tensor(args.band_edges), right=True)
         feats = {name: x[keep] for name, x in feats.items()}
         n, rows, alpaca = int(keep[:n].sum()), kept, torch.ones(int(keep[n:].sum()), dtype=torch.bool)

@@ -85,8 +85,11 @@ def test_the_label_table_counts_levels_per_band_of_the_judges_preference(module,
     preferences = {"m0/000": 1.0, "m1/001": 1.0004, "m2/002": 1.002, "m3/003": 1.7}
     with gzip.open(path, "wt", encoding="utf-8") as f:
         for id_, p in preferences.items():
-            f.write(json.dumps({"id": id_, "preference": p, "output": "x"}) + "\n")
-    assert module.read_preferences(path) == preferences
+            f.write(json.dumps({"id": id_, "instruction_idx": int(id_[-3:]), "instruction": "q", "output": "x",
+                                "generator": id_[:2], "preference": p}) + "\n")
+    preferences = module.read_preferences(path)  # named as the shipped rows are
+    assert preferences == {"alpaca_eval/m0/000": 1.0, "alpaca_eval/m1/001": 1.0004, "alpaca_eval/m2/002": 1.002,
+                           "alpaca_eval/m3/003": 1.7}
     table = module.label_table(_rows(4), preferences)
     assert table["[1, 1.0005)"] == [1, 1, 0]  # rows 0 and 1: levels 0 and 1, both where the reference surely wins
     assert table["[1.0005, 1.01)"] == [0, 0, 1]
