@@ -54,6 +54,12 @@ def test_demo_runs_every_stage_then_reuses_them(tmp_path, tiny_demo_config, tiny
     assert stages["models"]["status"] == "reused"  # nothing to prepare in this config
     assert all(stages[s]["status"] == "ran" and stages[s]["seconds"] >= 0 and stages[s]["cpu_seconds"] > 0
                for s in ("rm", "judge", "rl", "eval"))
+    # Each stage its own peak resident memory, none above the process's; the RL run records its own too.
+    record = json.loads((out / "stages.json").read_text())
+    assert all(0 < stages[s]["peak_rss_mib"] <= record["peak_rss_mib"] for s in ("rm", "judge", "rl", "eval"))
+    assert {stages[s]["peak_rss_since"] for s in ("rm", "rl")} == {"stage start"}
+    assert 0 < json.loads((out / "rl" / "moslim_run.json").read_text())["peak_rss_mib"] <= record["peak_rss_mib"]
+    assert "peak RSS (GiB)" in printed
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     # The "before RL" control is the RL run's starting policy, judged by the exact verbosity judge.
     assert metrics["settings"]["config"]["base_policy"] == str(tiny_causal_lm_dir)

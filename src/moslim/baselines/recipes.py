@@ -16,12 +16,12 @@ import gc
 import json
 import logging
 import os
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from moslim import usage
 from moslim.baselines.config import BaselineConfig
 from moslim.baselines.grid import spread_indices, weight_grid
 from moslim.baselines.rewards import head_weights
@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 RUN_FILE = "baseline_run.json"
 LINEAR = "moslim.baselines.rewards:linear_scalarisation"
 Announce = Callable[[int, int, str, bool], None]  # (index, total, stage, reused)
-
-
-def usage() -> tuple[float, float]:
-    """(CPU seconds of this process and its finished children, peak RSS of this process in MiB)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return cpu, own.ru_maxrss / 1024  # Linux reports ru_maxrss in KiB
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -72,11 +65,13 @@ class Stages:
             if reused:
                 self.record["stages"].setdefault(name, {})["status"] = "reused"
                 continue
-            start, (cpu0, _) = time.perf_counter(), usage()
+            start, cpu0 = time.perf_counter(), usage.cpu_seconds()
+            per_stage = usage.reset_peak_rss()
             extra = fn() or {}
-            cpu1, rss = usage()
             self.record["stages"][name] = {"status": "ran", "seconds": round(time.perf_counter() - start, 1),
-                                           "cpu_seconds": round(cpu1 - cpu0, 1), "peak_rss_mib": round(rss),
+                                           "cpu_seconds": round(usage.cpu_seconds() - cpu0, 1),
+                                           "peak_rss_mib": round(usage.peak_rss_mib()),
+                                           "peak_rss_since": "stage start" if per_stage else "process start",
                                            **extra}
             write_json(self.path, self.record)
             gc.collect()  # the stage's models are garbage now

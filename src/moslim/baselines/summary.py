@@ -89,7 +89,7 @@ def moslim_compute(policy: Path) -> dict[str, Any]:
         return {"training_runs": 1, "note": f"no moslim_run.json next to {policy}: RL cost unknown"}
     stage = read_json(policy.parent.parent / "stages.json").get("stages", {}).get("rl", {})
     return {"training_runs": 1, "rl_steps": run.get("global_step"), "wall_seconds": run.get("wall_s"),
-            "cpu_seconds": stage.get("cpu_seconds"), "peak_rss_mib": None}
+            "cpu_seconds": stage.get("cpu_seconds"), "peak_rss_mib": stage.get("peak_rss_mib")}
 
 
 def summarise_run(method: str, cfg: BaselineConfig, out: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -83,11 +83,12 @@ def print_summary(console, out: Path) -> None:
     from moslim.demo import read_stages
 
     stages = Table(title=f"demo stages ({out})")
-    for column in ("stage", "status", "wall time (s)", "CPU time (s)"):
+    for column in ("stage", "status", "wall time (s)", "CPU time (s)", "peak RSS (GiB)"):
         stages.add_column(column)
     for name, info in read_stages(out).get("stages", {}).items():
         times = [f"{info[key]:.0f}" if info.get(key) is not None else "-" for key in ("seconds", "cpu_seconds")]
-        stages.add_row(name, info.get("status", ""), *times)
+        rss = f"{info['peak_rss_mib'] / 1024:.1f}" if info.get("peak_rss_mib") else "-"
+        stages.add_row(name, info.get("status", ""), *times, rss)
     console.print(stages)
     metrics_path = out / "eval" / "metrics.json"
     if not metrics_path.exists():

@@ -60,4 +60,6 @@ def print_summary(summary: dict) -> None:
     split = summary["mean_time_s"]
     if split.get("step"):
         console.print("mean step time: " + ", ".join(f"{k} {v:.2f} s" for k, v in split.items() if v is not None))
+    if summary.get("peak_rss_mib"):
+        console.print(f"peak resident memory: {summary['peak_rss_mib'] / 1024:.1f} GiB")
     console.print(f"policy saved to [bold]{summary['final']}[/bold]")

@@ -4,8 +4,8 @@ Each stage loads its own config (the file and overrides its command would take) 
 function its command calls (``train_reward_model``, ``train_policy``, ``run_evaluation``), so the stage code
 stays in its module; the demo only wires outputs to inputs. A stage is skipped when its
 output exists (``moslim_run.json`` of a training run, ``metrics.json`` of the evaluation), so a
-second run reuses finished work; ``force`` reruns a stage and every stage after it. Wall times go
-to ``<out>/stages.json``.
+second run reuses finished work; ``force`` reruns a stage and every stage after it. Wall times, CPU
+seconds and each stage's peak resident memory go to ``<out>/stages.json``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import gc
 import json
 import logging
 import os
-import resource
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from moslim import usage
 from moslim.demo.config import DemoConfig, StageSection
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,6 @@ def write_stages(out: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, out / "stages.json")
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (stages run in-process)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def run_demo(cfg: DemoConfig, force: str | None = None,
              announce: Callable[[int, str, str, bool], None] | None = None,
              finished: Callable[[str, Path], None] | None = None) -> dict[str, Any]:
@@ -191,7 +185,8 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
             entry["status"] = "reused"  # `seconds` keeps the time of the run that made it
             record["stages"][stage] = entry
             continue
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        start, cpu_start = time.perf_counter(), usage.cpu_seconds()
+        per_stage = usage.reset_peak_rss()  # stages run in-process: each its own peak where the kernel allows
         try:
             commands[stage]()
         except BaseException as err:
@@ -201,11 +196,14 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
             raise
         # CPU seconds next to wall time: on a shared machine the wall time says little on its own.
         record["stages"][stage] = {"status": "ran", "seconds": round(time.perf_counter() - start, 1),
-                                   "cpu_seconds": round(_cpu_seconds() - cpu_start, 1)}
+                                   "cpu_seconds": round(usage.cpu_seconds() - cpu_start, 1),
+                                   "peak_rss_mib": round(usage.peak_rss_mib()),
+                                   "peak_rss_since": "stage start" if per_stage else "process start"}
         write_stages(out, record)
         gc.collect()  # the stage's models are garbage now; free them before the next one loads
         if finished:
             finished(stage, out)
     record["total_seconds"] = round(sum(s.get("seconds") or 0 for s in record["stages"].values()), 1)
+    record["peak_rss_mib"] = round(usage.process_peak_rss_mib())  # this process: the stages it ran
     write_stages(out, record)
     return record

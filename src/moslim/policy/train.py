@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from moslim import models
+from moslim import models, usage
 from moslim.config import to_dict
 from moslim.objectives import ObjectiveSet
 from moslim.paths import last_complete_checkpoint, raise_save_error, resolve_path  # noqa: F401 (also imported from here)
@@ -330,7 +330,9 @@ def write_run_summary(path: Path, config: RLConfig, trainer, final: Path, wall_s
         "final": str(final), "algorithm": config.train.algorithm, "global_step": trainer.state.global_step,
         "max_steps": trainer.state.max_steps, "time_limit_fired_at": fired,
         "wall_s": round(wall_s, 1), "resumed_from": str(resumed_from) if resumed_from else None,
-        "mean_time_s": split, "steps": steps, "config": to_dict(config),
+        "mean_time_s": split,
+        # The process's peak resident memory: since the stage's start under `moslim demo`, which resets it.
+        "peak_rss_mib": round(usage.peak_rss_mib()), "steps": steps, "config": to_dict(config),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")

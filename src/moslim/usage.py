@@ -1,0 +1,52 @@
+"""What this process has used: CPU seconds, and its peak resident memory per stage.
+
+The kernel keeps one high-water mark of resident memory per process (``VmHWM``). On Linux it can be
+reset (``/proc/self/clear_refs``), so a process that runs stages one after another (``moslim demo``)
+can give each stage its own peak: :func:`reset_peak_rss` at the stage's start, :func:`peak_rss_mib`
+at its end. A reset also lowers what ``getrusage`` and ``/usr/bin/time`` report for the process, so
+:func:`process_peak_rss_mib` keeps the highest mark seen before any reset.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_before_reset_mib = 0.0  # the highest mark a reset has cleared
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory in MiB since the process started or since the last :func:`reset_peak_rss`."""
+    try:
+        found = re.search(r"^VmHWM:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        found = None
+    if found:
+        return int(found.group(1)) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak from the memory resident now; False where the kernel offers no reset."""
+    global _before_reset_mib
+    before = peak_rss_mib()
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    _before_reset_mib = max(_before_reset_mib, before)
+    return True
+
+
+def process_peak_rss_mib() -> float:
+    """Peak resident memory in MiB since the process started, across resets."""
+    return max(_before_reset_mib, peak_rss_mib())

@@ -1,0 +1,37 @@
+"""Per-stage peak resident memory: what a reset starts, and what the process peak keeps."""
+
+import numpy as np
+
+from moslim import usage
+
+
+def test_a_reset_gives_the_next_stage_its_own_peak_and_the_process_keeps_the_highest():
+    usage.reset_peak_rss()
+    big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    stage_one = usage.peak_rss_mib()
+    del big
+    assert usage.reset_peak_rss(), "this kernel offers /proc/self/clear_refs"
+    small = np.ones(10 * 2**20 // 8)
+    stage_two = usage.peak_rss_mib()
+    del small
+    assert stage_one - stage_two > 250  # the second stage's peak no longer holds the first one's array
+    # The kernel folds the last pages into its mark lazily: freed memory may leave it a few pages lower.
+    assert usage.process_peak_rss_mib() > stage_one - 4
+
+
+def test_where_the_kernel_refuses_a_reset_the_peak_is_the_process_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(usage, "_CLEAR_REFS", tmp_path / "missing" / "clear_refs")
+    before = usage.peak_rss_mib()
+    assert usage.reset_peak_rss() is False
+    assert usage.peak_rss_mib() >= before
+
+
+def test_without_proc_the_peak_comes_from_getrusage(tmp_path, monkeypatch):
+    monkeypatch.setattr(usage, "_STATUS", tmp_path / "no-status")
+    assert usage.peak_rss_mib() > 10  # a Python process with numpy holds more than 10 MiB
+
+
+def test_cpu_seconds_grow_with_work():
+    start = usage.cpu_seconds()
+    sum(i * i for i in range(2_000_000))
+    assert usage.cpu_seconds() > start
