@@ -45,10 +45,13 @@ def test_pooled_top_gives_a_plain_forwards_logits_and_gradients(tiny_causal_lm_d
     _, batch, ends = _batch(tiny_tokenizer, side)
     inputs = {**batch, **({"question_end": ends} if factored else {})}
     assert pooled_top.support(model.backbone, batch["input_ids"].shape[1]) is None
-    shapes = []
+    shapes, below = [], []
     hook = model.backbone.layers[-1].mlp.register_forward_hook(lambda m, args, out: shapes.append(args[0].shape[:2]))
+    hook_below = model.backbone.layers[0].mlp.register_forward_hook(lambda m, args, out: below.append(args[0].shape))
     fast, fast_grads = _logits_and_grads(model, **inputs)
     assert shapes == [(len(PAIRS), 2 if factored else 1)]  # the last layer's MLP ran at the read positions only
+    assert below == [(int(batch["attention_mask"].sum()), model.backbone.config.hidden_size)]  # the layer below:
+    hook_below.remove()                                                                       # real tokens only
     model.top_at_pooled = False
     plain, plain_grads = _logits_and_grads(model, **inputs)
     hook.remove()

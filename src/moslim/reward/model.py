@@ -151,6 +151,7 @@ class MultiHeadRewardModel(PreTrainedModel):
         self._takes_position_ids = "position_ids" in inspect.signature(self.backbone.forward).parameters
         # run the last layer at the pooled positions only where it gives a plain forward's numbers (pooled_top)
         self.top_at_pooled = True
+        self.pack_tokens = True  # ... and, when it does, the layers below at a padded batch's real tokens only
         self.post_init()
 
     def _build_heads(self) -> nn.ModuleList:
@@ -257,7 +258,7 @@ class MultiHeadRewardModel(PreTrainedModel):
             # the last layer at the positions read only (moslim.reward.pooled_top): the same numbers, ~1 layer less
             last = pool_index(attention_mask, "last")  # (b,)
             positions = torch.stack([last, question_end.to(last.device)], -1) if reads_question else last[:, None]
-            with pooled_top.last_layer_at(self.backbone, positions, attention_mask) as top:
+            with pooled_top.last_layer_at(self.backbone, positions, attention_mask, self.pack_tokens) as top:
                 self.backbone(**inputs, **kwargs)
             selected = self.backbone.norm(top.output)  # (b, s, d)
             pooled, at_question = selected[:, 0], (selected[:, 1] if reads_question else None)

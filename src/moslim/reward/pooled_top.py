@@ -1,4 +1,4 @@
-"""The backbone's last layer run at the pooled positions only.
+"""The backbone's last layer run at the pooled positions only, the layers below it at the real tokens only.
 
 # b = batch, t = tokens, s = positions read per row, d = hidden, h = query heads, g = key/value heads, e = head dim
 
@@ -11,6 +11,12 @@ swaps the last layer for :class:`_AtPositions`, which computes exactly that, wit
 applied to those rows alone. The numbers are a plain forward's, rounded differently (SDPA over s queries
 instead of t). For the demo's 8-layer model this is ~1/8 of a forward, and about half of a training step
 on the cached lower layers, where only the top two layers run.
+
+The layers below run their projections, norms and MLP on the real tokens of a padded batch only
+(:class:`_Packed`): a batch of rows 60-128 tokens long padded to 128 wastes about a sixth of every matmul
+on padding otherwise. Only attention needs the (b, t) layout, so the packed queries, keys and values are
+scattered into it for SDPA and gathered back. Padded positions leave such a layer unchanged (a plain
+forward computes values there that nothing reads: every later layer's attention masks them out).
 
 Supported: Llama-family backbones (``SUPPORTED``) without query/key norms, attention dropout, or a
 sliding window shorter than the batch; :func:`support` says why not otherwise and the caller runs the
@@ -45,7 +51,9 @@ def support(backbone: nn.Module, tokens: int) -> str | None:
     window = getattr(config, "sliding_window", None)
     if window is not None and getattr(config, "use_sliding_window", True) and window < tokens:
         return f"sliding window {window} < {tokens} tokens"
-    if hasattr(backbone.layers[0].self_attn, "q_norm"):
+    first = backbone.layers[0]
+    first = getattr(first, "layer", first)  # another thread's forward may have it wrapped (_Packed) right now
+    if hasattr(first.self_attn, "q_norm"):
         return "query/key norms"
     return None
 
@@ -84,18 +92,59 @@ class _AtPositions(nn.Module):
         return hidden_states
 
 
+class _Packed(nn.Module):
+    """A decoder layer computed at the real tokens (``flat``: their indices in the flattened (b * t)) only."""
+
+    def __init__(self, layer: nn.Module, keep: torch.Tensor, flat: torch.Tensor):
+        super().__init__()
+        self.layer, self.keep, self.flat = layer, keep, flat
+
+    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                **kwargs) -> torch.Tensor:
+        att, keep, flat = self.layer.self_attn, self.keep, self.flat
+        b, t, d = hidden_states.shape
+        e = att.head_dim
+        x = hidden_states.reshape(b * t, d).index_select(0, flat)  # (n, d): the real tokens, row after row
+        n = x.shape[0]
+        cos, sin = (c.expand(b, -1, -1).reshape(b * t, 1, e).index_select(0, flat) for c in position_embeddings)
+        h = self.layer.input_layernorm(x)
+        q, k, v = (proj(h).view(n, -1, e) for proj in (att.q_proj, att.k_proj, att.v_proj))  # (n, heads, e)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+
+        def padded(z: torch.Tensor) -> torch.Tensor:  # (n, heads, e) -> (b, heads, t, e), zeros at padding
+            return z.new_zeros((b * t, *z.shape[1:])).index_copy(0, flat, z).view(b, t, -1, e).transpose(1, 2)
+
+        # causal by index as the plain forward's mask; a padded query sees every key (its output is dropped),
+        # so that no row of the mask is empty (SDPA would return NaN there, and NaN gradients)
+        index = torch.arange(t, device=x.device)
+        mask = ((index[None, :, None] >= index[None, None, :]) & keep[:, None, :]) | ~keep[:, :, None]
+        out = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=mask[:, None],
+                                             scale=att.scaling, enable_gqa=True)  # (b, h, t, e)
+        y = x + att.o_proj(out.transpose(1, 2).reshape(b * t, -1).index_select(0, flat))  # (n, d)
+        y = y + self.layer.mlp(self.layer.post_attention_layernorm(y))
+        # padded positions keep their input
+        return hidden_states.reshape(b * t, d).index_copy(0, flat, y).view(b, t, d)
+
+
 @contextlib.contextmanager
-def last_layer_at(backbone: nn.Module, positions: torch.Tensor,
-                  attention_mask: torch.Tensor) -> Iterator[_AtPositions]:
-    """Within the block the backbone's last layer runs at ``positions`` (b, s) only; read ``.output`` (b, s, d)
-    after the forward, before the final norm (``backbone.norm``)."""
+def last_layer_at(backbone: nn.Module, positions: torch.Tensor, attention_mask: torch.Tensor,
+                  pack: bool = True) -> Iterator[_AtPositions]:
+    """Within the block the backbone's last layer runs at ``positions`` (b, s) only, and, when the batch is
+    padded and ``pack`` is on, the layers below it at the real tokens only; read ``.output`` (b, s, d) after
+    the forward, before the final norm (``backbone.norm``)."""
     with _SWAP:
         layers = backbone.layers
         last = min(len(layers), backbone.config.num_hidden_layers) - 1
-        layer = layers[last]
-        top = _AtPositions(layer, positions, attention_mask)
+        originals = list(layers)
+        keep = attention_mask.bool()
+        if pack and not bool(keep.all()):
+            flat = keep.reshape(-1).nonzero().squeeze(1)
+            for i in range(last):
+                layers[i] = _Packed(originals[i], keep, flat)
+        top = _AtPositions(originals[last], positions, attention_mask)
         layers[last] = top
         try:
             yield top
         finally:
-            layers[last] = layer
+            for i, layer in enumerate(originals):
+                layers[i] = layer
