@@ -139,6 +139,7 @@ def cached_features(args, backbone_name: str, rows: list, tqdm, input_format: st
 
     from moslim.models import resolve
     from moslim.reward.encoding import PairEncoder, pad_id_of
+    from moslim.reward.train import resolve_input_format
 
     path = Path(args.features or f"runs/bench/{args.head}_features_{args.max_length}.safetensors")
     ids = json.dumps([e.id for e in rows])
@@ -154,8 +155,7 @@ def cached_features(args, backbone_name: str, rows: list, tqdm, input_format: st
     top = backbone.config.num_hidden_layers
     if max(args.layers) > top or min(args.layers) < 0:
         raise SystemExit(f"--layers must lie in 0..{top} (0: the embeddings), got {args.layers}")
-    input_format = input_format or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
-    encoder = PairEncoder(tokenizer, input_format, args.max_length)  # the RM's format (reward.train.build_model)
+    encoder = PairEncoder(tokenizer, resolve_input_format(input_format, model_path, tokenizer), args.max_length)
     encoded = [encoder.encode(e.prompt, e.response) for e in rows]
     start = time.perf_counter()
     with tqdm(total=len(rows), desc=f"{top} layers, {args.max_length} tokens", unit="row") as bar:
@@ -289,9 +289,9 @@ def main() -> None:
     print(f"labels ({args.label}), training / held out per level: {counts[0]} / {counts[1]}")
     words = torch.tensor([[float(len(e.response.split()))] for e in rows]).log1p()
     results: dict[str, dict] = {}
+    subset, subset_name = (alpaca, "AlpacaEval") if args.head == "helpfulness" else (~alpaca, "not AlpacaEval")
     for name, x in [("word count", words), *feats.items()]:
         predicted, l2 = probe(x[:n], labels[:n], x[n:], classes)
-        subset, subset_name = (alpaca, "AlpacaEval") if args.head == "helpfulness" else (~alpaca, "not AlpacaEval")
         r = {"l2": l2, "all": metrics(predicted, labels[n:], classes), "subset": subset_name,
              subset_name: metrics(predicted[subset], labels[n:][subset], classes)}
         results[name] = r

@@ -129,9 +129,9 @@ def main() -> None:
     k, n = len(scorer.objectives), args.samples
     h = scorer.objectives.index("harmlessness")
     result = {"settings": vars(args)}
+    asked, asked_template = asked_in(Path(args.policy), objectives, template)
     for kind, records in kinds.items():
         questions = [prompt_text(r.prompt) for r in records]
-        asked, asked_template = asked_in(Path(args.policy), objectives, template)
         outputs = generate_completions(args.policy, questions, Preference.of(harmlessness=1), objectives=asked,
                                        template=asked_template,
                                        max_new_tokens=args.tokens, temperature=args.temperature,

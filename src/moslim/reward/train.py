@@ -66,15 +66,21 @@ RUN_FILE = "moslim_run.json"
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
-def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objectives, labelling, seed: int,
-                factors=None) -> MultiHeadRewardModel:
+def resolve_input_format(input_format: str | None, backbone_path: str, tokenizer: Any) -> str | None:
+    """The recipe's ``model.input_format``; when None, a decoder's default (chat, or plain without a chat
+    template), and None for an encoder (the model's pair format)."""
     from transformers import AutoConfig
 
     from moslim.reward.model import is_decoder_config
 
-    input_format = section.input_format
     if input_format is None and is_decoder_config(AutoConfig.from_pretrained(backbone_path)):
         input_format = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    return input_format
+
+
+def build_model(section: ModelSection, backbone_path: str, tokenizer: Any, objectives, labelling, seed: int,
+                factors=None) -> MultiHeadRewardModel:
+    input_format = resolve_input_format(section.input_format, backbone_path, tokenizer)
     model = MultiHeadRewardModel.from_backbone(
         backbone_path, objectives, pooling=section.pooling, input_format=input_format, labelling=labelling,
         head_dropout=section.head_dropout, seed=seed, factored=section.factored,
