@@ -1,6 +1,7 @@
 """Per-stage peak resident memory: what a reset starts, and what the process peak keeps."""
 
 import gc
+import mmap
 import os
 from pathlib import Path
 
@@ -13,18 +14,29 @@ def _resident_mib() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _touched(mib: int) -> mmap.mmap:
+    """``mib`` MiB of new pages, written: a fresh mapping, never a freed heap chunk that is resident already.
+
+    A plain ``np.ones`` of that size may be carved from a free chunk of the heap that earlier tests left
+    resident, so resident memory does not move (seen on CI: the mark stayed at the byte).
+    """
+    pages = mmap.mmap(-1, mib * 2**20)
+    np.frombuffer(pages, dtype=np.uint8).fill(1)
+    return pages
+
+
 def test_a_reset_gives_the_next_stage_its_own_peak_and_the_process_keeps_the_highest():
     gc.collect()  # earlier tests' garbage freed now, not in the middle (the marks are read against what is resident)
     usage.reset_peak_rss()
     start = _resident_mib()
-    big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    big = _touched(300)
     stage_one = usage.peak_rss_mib()
-    del big
+    big.close()
     assert usage.reset_peak_rss(), "this kernel offers /proc/self/clear_refs"
     start_two = _resident_mib()
-    small = np.ones(10 * 2**20 // 8)
+    small = _touched(10)
     stage_two = usage.peak_rss_mib()
-    del small
+    small.close()
     assert stage_one - start > 250
     assert stage_two - start_two < 100  # the second stage's peak no longer holds the first one's array
     # The kernel folds the last pages into its mark lazily: freed memory may leave it a few pages lower.
