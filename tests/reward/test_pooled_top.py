@@ -37,10 +37,12 @@ def _logits_and_grads(model, **inputs):
     return logits.detach(), grads
 
 
+@pytest.mark.parametrize("rows", [1, 5])
 @pytest.mark.parametrize("factored", [False, True])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pooled_top_gives_a_plain_forwards_logits_and_gradients(tiny_causal_lm_dir, tiny_tokenizer, objectives,
-                                                                factored, side):
+                                                                factored, side, rows, monkeypatch):
+    monkeypatch.setattr(pooled_top, "PACK_ROWS", rows)
     model = _model(tiny_causal_lm_dir, objectives, factored).train()
     _, batch, ends = _batch(tiny_tokenizer, side)
     inputs = {**batch, **({"question_end": ends} if factored else {})}
@@ -50,8 +52,10 @@ def test_pooled_top_gives_a_plain_forwards_logits_and_gradients(tiny_causal_lm_d
     hook_below = model.backbone.layers[0].mlp.register_forward_hook(lambda m, args, out: below.append(args[0].shape))
     fast, fast_grads = _logits_and_grads(model, **inputs)
     assert shapes == [(len(PAIRS), 2 if factored else 1)]  # the last layer's MLP ran at the read positions only
-    assert below == [(int(batch["attention_mask"].sum()), model.backbone.config.hidden_size)]  # the layer below:
-    hook_below.remove()                                                                       # real tokens only
+    real = int(batch["attention_mask"].sum())  # the layer below: the real tokens, rounded up to a multiple of rows
+    assert real % 5 and real + 5 < batch["attention_mask"].numel()  # (so that rounding adds padded positions)
+    assert below == [(-(-real // rows) * rows, model.backbone.config.hidden_size)]
+    hook_below.remove()
     model.top_at_pooled = False
     plain, plain_grads = _logits_and_grads(model, **inputs)
     hook.remove()
@@ -124,7 +128,9 @@ def test_forwards_from_several_threads_each_get_their_own_result(tiny_causal_lm_
     assert all(type(m).__name__ == "LlamaDecoderLayer" for m in model.backbone.layers)
 
 
-def test_the_packed_path_runs_under_bf16_autocast_as_the_plain_one(tiny_causal_lm_dir, tiny_tokenizer, objectives):
+def test_the_packed_path_runs_under_bf16_autocast_as_the_plain_one(tiny_causal_lm_dir, tiny_tokenizer, objectives,
+                                                                   monkeypatch):
+    monkeypatch.setattr(pooled_top, "PACK_ROWS", 5)  # padded positions in the packed rows too
     model = _model(tiny_causal_lm_dir, objectives, factored=True).train()
     _, batch, ends = _batch(tiny_tokenizer, "right")
 
@@ -137,3 +143,11 @@ def test_the_packed_path_runs_under_bf16_autocast_as_the_plain_one(tiny_causal_l
     plain, plain_grads = run()
     torch.testing.assert_close(fast.float(), plain.float(), rtol=0, atol=5e-2)  # bf16 rounds at ~1e-2
     assert fast_grads.keys() == plain_grads.keys()
+
+
+def test_packed_rows_round_the_real_tokens_up_with_padded_positions_in_order():
+    keep = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 0]], dtype=torch.bool)  # 5 real tokens of 10
+    assert pooled_top.packed_rows(keep, 1).tolist() == [0, 1, 2, 7, 8]
+    rounded = pooled_top.packed_rows(keep, 4).tolist()
+    assert len(rounded) == 8 and rounded == sorted(rounded) and {0, 1, 2, 7, 8} <= set(rounded)
+    assert pooled_top.packed_rows(keep, 16).tolist() == list(range(10))  # never more than every position

@@ -16,7 +16,12 @@ The layers below run their projections, norms and MLP on the real tokens of a pa
 (:class:`_Packed`): a batch of rows 60-128 tokens long padded to 128 wastes about a sixth of every matmul
 on padding otherwise. Only attention needs the (b, t) layout, so the packed queries, keys and values are
 scattered into it for SDPA and gathered back. Padded positions leave such a layer unchanged (a plain
-forward computes values there that nothing reads: every later layer's attention masks them out).
+forward computes values there that nothing reads: every later layer's attention masks them out), except the
+few that round the packed row count up to a multiple of ``PACK_ROWS``: those are computed as a plain forward
+computes them. The rounding bounds how many matmul shapes a run meets. Under bf16 on a CPU, oneDNN builds a
+kernel per shape and keeps up to 1,024 of them, about 1 MiB each: with a batch's exact token count, almost every
+batch is a new shape, and the demo's reward-model stage grew by ~3.7 GiB over its first 300 steps
+(docs/reward.md, "Memory under bf16").
 
 Supported: Llama-family backbones (``SUPPORTED``) without query/key norms, attention dropout, or a
 sliding window shorter than the batch; :func:`support` says why not otherwise and the caller runs the
@@ -36,6 +41,7 @@ from torch import nn
 from moslim.policy.fast_decode import rotate
 
 SUPPORTED = ("LlamaModel", "MistralModel", "Qwen2Model")
+PACK_ROWS = 128  # the packed layers' row count, rounded up to a multiple of this (1: the real tokens exactly)
 # one swapped forward at a time: a second thread's swap would wrap the first one's wrapper and could leave it installed
 _SWAP = threading.RLock()
 
@@ -93,7 +99,8 @@ class _AtPositions(nn.Module):
 
 
 class _Packed(nn.Module):
-    """A decoder layer computed at the real tokens (``flat``: their indices in the flattened (b * t)) only."""
+    """A decoder layer computed at the real tokens only (``flat``: their indices in the flattened (b * t), and a
+    few padded positions that round the row count: :func:`packed_rows`)."""
 
     def __init__(self, layer: nn.Module, keep: torch.Tensor, flat: torch.Tensor):
         super().__init__()
@@ -122,8 +129,19 @@ class _Packed(nn.Module):
                                              scale=att.scaling, enable_gqa=True)  # (b, h, t, e)
         y = x + att.o_proj(out.transpose(1, 2).reshape(b * t, -1).index_select(0, flat))  # (n, d)
         y = y + self.layer.mlp(self.layer.post_attention_layernorm(y))
-        # padded positions keep their input
+        # the other padded positions keep their input
         return hidden_states.reshape(b * t, d).index_copy(0, flat, y).view(b, t, d)
+
+
+def packed_rows(keep: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Indices into the flattened (b * t) of ``keep``'s real tokens, and of as many padded positions as round
+    their count up to a multiple of ``multiple`` (or to every position), in order."""
+    flat = keep.reshape(-1).nonzero().squeeze(1)
+    rows = min(-(-flat.numel() // multiple) * multiple, keep.numel())
+    if rows > flat.numel():
+        padding = (~keep).reshape(-1).nonzero().squeeze(1)[: rows - flat.numel()]
+        flat = torch.cat([flat, padding]).sort().values
+    return flat
 
 
 @contextlib.contextmanager
@@ -137,8 +155,8 @@ def last_layer_at(backbone: nn.Module, positions: torch.Tensor, attention_mask: 
         last = min(len(layers), backbone.config.num_hidden_layers) - 1
         originals = list(layers)
         keep = attention_mask.bool()
-        if pack and not bool(keep.all()):
-            flat = keep.reshape(-1).nonzero().squeeze(1)
+        flat = packed_rows(keep, PACK_ROWS) if pack else None
+        if flat is not None and flat.numel() < keep.numel():
             for i in range(last):
                 layers[i] = _Packed(originals[i], keep, flat)
         top = _AtPositions(originals[last], positions, attention_mask)
