@@ -59,3 +59,18 @@ def test_cpu_seconds_grow_with_work():
     start = usage.cpu_seconds()
     sum(i * i for i in range(2_000_000))
     assert usage.cpu_seconds() > start
+
+
+def test_released_heap_pages_leave_the_resident_set():
+    usage.release_free_memory()  # earlier tests' freed blocks no longer resident: the new ones fault in fresh pages
+    start = _resident_mib()
+    blocks = [b"\x01" * 100_000 for _ in range(3000)]  # ~290 MiB in blocks on the C heap, written
+    pinned = b"\x02" * 100_000  # allocated above them: the heap's top cannot shrink past it by itself
+    held = _resident_mib()
+    del blocks
+    freed = _resident_mib()
+    assert usage.release_free_memory(), "glibc offers malloc_trim"
+    released = _resident_mib()
+    assert held - start > 250
+    assert freed - released > 200 or freed - start < 50  # what the heap kept after the free goes back
+    assert released - start < 50 and len(pinned) == 100_000

@@ -12,7 +12,6 @@ compute accounting of ``moslim compare``.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -74,7 +73,7 @@ class Stages:
                                            "peak_rss_since": "stage start" if per_stage else "process start",
                                            **extra}
             write_json(self.path, self.record)
-            gc.collect()  # the stage's models are garbage now
+            usage.release_free_memory()  # the stage's models are garbage now: free them, pages and all
         write_json(self.path, self.record)
         return self.record
 

@@ -10,7 +10,6 @@ seconds and each stage's peak resident memory go to ``<out>/stages.json``.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -200,7 +199,7 @@ def run_demo(cfg: DemoConfig, force: str | None = None,
                                    "peak_rss_mib": round(usage.peak_rss_mib()),
                                    "peak_rss_since": "stage start" if per_stage else "process start"}
         write_stages(out, record)
-        gc.collect()  # the stage's models are garbage now; free them before the next one loads
+        usage.release_free_memory()  # the stage's models are garbage now: free them, pages and all
         if finished:
             finished(stage, out)
     record["total_seconds"] = round(sum(s.get("seconds") or 0 for s in record["stages"].values()), 1)
