@@ -6,9 +6,9 @@ can give each stage its own peak: :func:`reset_peak_rss` at the stage's start, :
 at its end. A reset also lowers what ``getrusage`` and ``/usr/bin/time`` report for the process, so
 :func:`process_peak_rss_mib` keeps the highest mark seen before any reset.
 
-What a stage frees stays resident: the C heap keeps freed blocks below its top for reuse (the reward model's
-cache of ~10,000 small hidden-state tensors left ~4 GiB in the demo's process). :func:`release_free_memory`
-between stages hands those pages back, so the next stage starts, and peaks, from what is really in use.
+What a stage frees stays resident: the C heap keeps freed blocks below its top for reuse. In the demo on a bf16
+CPU the report stage, which loads nothing, peaked at 8.0 GiB, what the evaluation had left; with
+:func:`release_free_memory` between stages, at 1.5 GiB, and the evaluation at 6.8 GiB instead of 9.6.
 """
 
 from __future__ import annotations
