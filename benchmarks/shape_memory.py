@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _resident_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from moslim.usage import resident_mib
 
 
 def _arm(dtype: str, multiple: int, shapes: int) -> dict:
@@ -34,14 +31,14 @@ def _arm(dtype: str, multiple: int, shapes: int) -> dict:
     torch.manual_seed(0)
     layers = [torch.nn.Linear(576, 1536), torch.nn.Linear(1536, 576), torch.nn.Linear(576, 576)]
     counts = [1000 + round(2000 * i / shapes) for i in range(shapes)] if multiple else [2000] * shapes
-    start, began = _resident_mib(), time.perf_counter()
+    start, began = resident_mib(), time.perf_counter()
     for n in counts:
         rows = -(-n // multiple) * multiple if multiple else n
         x = torch.randn(rows, 576, requires_grad=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             out = layers[2](layers[1](torch.relu(layers[0](x))))
         out.float().sum().backward()
-    return {"growth_mib": _resident_mib() - start, "seconds": time.perf_counter() - began,
+    return {"growth_mib": resident_mib() - start, "seconds": time.perf_counter() - began,
             "distinct_shapes": len({-(-n // multiple) * multiple if multiple else n for n in counts})}
 
 

@@ -2,16 +2,10 @@
 
 import gc
 import mmap
-import os
-from pathlib import Path
 
 import numpy as np
 
 from moslim import usage
-
-
-def _resident_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _touched(mib: int) -> mmap.mmap:
@@ -28,12 +22,12 @@ def _touched(mib: int) -> mmap.mmap:
 def test_a_reset_gives_the_next_stage_its_own_peak_and_the_process_keeps_the_highest():
     gc.collect()  # earlier tests' garbage freed now, not in the middle (the marks are read against what is resident)
     usage.reset_peak_rss()
-    start = _resident_mib()
+    start = usage.resident_mib()
     big = _touched(300)
     stage_one = usage.peak_rss_mib()
     big.close()
     assert usage.reset_peak_rss(), "this kernel offers /proc/self/clear_refs"
-    start_two = _resident_mib()
+    start_two = usage.resident_mib()
     small = _touched(10)
     stage_two = usage.peak_rss_mib()
     small.close()
@@ -63,14 +57,14 @@ def test_cpu_seconds_grow_with_work():
 
 def test_released_heap_pages_leave_the_resident_set():
     usage.release_free_memory()  # earlier tests' freed blocks no longer resident: the new ones fault in fresh pages
-    start = _resident_mib()
+    start = usage.resident_mib()
     blocks = [b"\x01" * 100_000 for _ in range(3000)]  # ~290 MiB in blocks on the C heap, written
     pinned = b"\x02" * 100_000  # allocated above them: the heap's top cannot shrink past it by itself
-    held = _resident_mib()
+    held = usage.resident_mib()
     del blocks
-    freed = _resident_mib()
+    freed = usage.resident_mib()
     assert usage.release_free_memory(), "glibc offers malloc_trim"
-    released = _resident_mib()
+    released = usage.resident_mib()
     assert held - start > 250
     assert freed - released > 200 or freed - start < 50  # what the heap kept after the free goes back
     assert released - start < 50 and len(pinned) == 100_000
